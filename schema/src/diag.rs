@@ -166,12 +166,14 @@ impl Diagnostics {
         self.0.iter()
     }
 
-    /// Sorted by location, duplicates removed (one mistake can be seen by two checks).
+    /// Sorted by location, one diagnostic per (location, kind): a mistake in a set's template
+    /// is seen once per member, but is one mistake at one place.
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
         self.0.sort_by(|a, b| {
             (&a.location, a.kind, &a.message).cmp(&(&b.location, b.kind, &b.message))
         });
-        self.0.dedup();
+        self.0
+            .dedup_by(|b, a| a.location == b.location && a.kind == b.kind);
         self.0
     }
 }

@@ -15,15 +15,24 @@
 //! assert_eq!(desired.vms[0].vmid.unwrap().get(), 300);
 //! ```
 
+pub mod desired;
 pub mod diag;
+pub mod expand;
 pub mod ids;
+mod load;
 pub mod manifest;
 pub mod net;
 pub mod parse;
 pub mod repo;
+pub mod schema;
 pub mod secret;
+pub mod snippets;
 pub mod source_map;
+pub mod templating;
 pub mod units;
+pub mod validate;
 
+pub use desired::DesiredState;
 pub use diag::{Diagnostic, Diagnostics, ErrorKind, Location};
+pub use load::load;
 pub use repo::Repository;

@@ -132,6 +132,13 @@ impl Locator {
         self.find(origin, path, true)
     }
 
+    /// Whether the document has a value at exactly `path` (no ancestor fallback).
+    pub fn contains(&self, origin: &Origin, path: &YamlPath) -> bool {
+        self.maps
+            .get(&(origin.file.clone(), origin.instance.clone()))
+            .is_some_and(|m| m.contains(origin.doc, path))
+    }
+
     /// Shorthand: position of a dotted path (`spec.disks[0].size`).
     pub fn at(&self, origin: &Origin, path: &str) -> Location {
         self.value(origin, &YamlPath::parse(path))

@@ -1,0 +1,96 @@
+//! What each subcommand does. Each returns the process exit code.
+
+use crate::cli::Format;
+use anyhow::Result;
+use pve_gitops_schema::{load, DesiredState, Diagnostics};
+use std::io::Write;
+use std::path::Path;
+
+/// Exit code of `validate` for an invalid revision.
+pub const EXIT_INVALID: i32 = 1;
+
+fn load_dir(dir: &Path) -> Result<Result<DesiredState, Diagnostics>> {
+    let repo = crate::manifests::read_dir(dir)?;
+    Ok(load(&repo))
+}
+
+/// Diagnostics name files relative to the manifests directory; show them as the user
+/// passed the directory, so `path:line:col` opens in an editor from the current directory.
+fn print_diagnostics(
+    dir: &Path,
+    diags: Diagnostics,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut list = diags.into_sorted();
+    for d in &mut list {
+        d.location.file = dir.join(&d.location.file).display().to_string();
+    }
+    match format {
+        Format::Text => {
+            for d in &list {
+                writeln!(out, "{d}")?;
+            }
+            writeln!(
+                out,
+                "{} error{}; nothing from this revision would be applied",
+                list.len(),
+                if list.len() == 1 { "" } else { "s" }
+            )?;
+        }
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?,
+    }
+    Ok(())
+}
+
+pub fn validate(dir: &Path, format: Format) -> Result<i32> {
+    match load_dir(dir)? {
+        Ok(desired) => {
+            if format == Format::Json {
+                println!("[]");
+            } else {
+                println!(
+                    "{}: valid ({} VMs, {} templates, {} containers)",
+                    dir.display(),
+                    desired.vms.len(),
+                    desired.templates.len(),
+                    desired.containers.len()
+                );
+            }
+            Ok(0)
+        }
+        Err(diags) => {
+            match format {
+                Format::Json => print_diagnostics(dir, diags, format, &mut std::io::stdout())?,
+                Format::Text => print_diagnostics(dir, diags, format, &mut std::io::stderr())?,
+            }
+            Ok(EXIT_INVALID)
+        }
+    }
+}
+
+/// The desired state as YAML, as `render` prints it.
+pub fn render_yaml(desired: &DesiredState) -> Result<String> {
+    Ok(serde_yaml::to_string(desired)?)
+}
+
+pub fn render(dir: &Path) -> Result<i32> {
+    match load_dir(dir)? {
+        Ok(desired) => {
+            print!("{}", render_yaml(&desired)?);
+            Ok(0)
+        }
+        Err(diags) => {
+            print_diagnostics(dir, diags, Format::Text, &mut std::io::stderr())?;
+            Ok(EXIT_INVALID)
+        }
+    }
+}
+
+pub fn schema() -> Result<i32> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&pve_gitops_schema::schema::document_schema())?
+    );
+    Ok(0)
+}

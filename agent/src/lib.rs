@@ -1,0 +1,6 @@
+//! The pve-gitops agent library: everything the binary wires together.
+
+pub mod cli;
+pub mod commands;
+pub mod manifests;
+pub mod pve;

@@ -1,0 +1,80 @@
+//! Reading a manifests directory from disk into a [`Repository`] for the schema crate.
+
+use anyhow::{Context, Result};
+use pve_gitops_schema::Repository;
+use std::path::Path;
+
+/// Files larger than this are recorded but not read: manifests, templates and secrets are
+/// small, and a stray disk image in the repository must not be loaded into memory.
+const MAX_TEXT_FILE: u64 = 4 * 1024 * 1024;
+
+/// Read every file under `dir` (skipping hidden entries such as `.git`). Paths are relative
+/// to `dir`, `/`-separated; files that are not UTF-8 (binary age files) are recorded as opaque.
+pub fn read_dir(dir: &Path) -> Result<Repository> {
+    let mut repo = Repository::new();
+    let meta = std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    anyhow::ensure!(meta.is_dir(), "{} is not a directory", dir.display());
+    walk(dir, dir, &mut repo)?;
+    Ok(repo)
+}
+
+fn walk(root: &Path, dir: &Path, repo: &mut Repository) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot list {}", dir.display()))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            walk(root, &path, repo)?;
+            continue;
+        }
+        if !ty.is_file() {
+            continue; // symlinks could point outside the repository: not followed
+        }
+        let rel = path
+            .strip_prefix(root)
+            .expect("walked under root")
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        if entry.metadata()?.len() > MAX_TEXT_FILE {
+            repo.add_opaque(rel);
+            continue;
+        }
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        match String::from_utf8(bytes) {
+            Ok(text) => repo.add(rel, text),
+            Err(_) => repo.add_opaque(rel),
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_text_and_binary_and_skips_hidden() {
+        let dir = std::env::temp_dir().join(format!("pve-gitops-manifests-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub/.git")).unwrap();
+        std::fs::write(dir.join("a.yaml"), "x: 1\n").unwrap();
+        std::fs::write(dir.join("sub/s.age"), [0xff, 0xfe, 0x00]).unwrap();
+        std::fs::write(dir.join("sub/.git/config"), "x").unwrap();
+        let repo = read_dir(&dir).unwrap();
+        assert_eq!(repo.text("a.yaml"), Some("x: 1\n"));
+        assert!(repo.exists("sub/s.age"));
+        assert_eq!(repo.text("sub/s.age"), None);
+        assert!(!repo.exists("sub/.git/config"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,596 @@
+//! References must resolve: to a resource in the manifests, or to something declared in
+//! `External`. Secrets must exist, be encrypted, and (for SOPS) hold the named key.
+
+use super::Context;
+use crate::diag::{did_you_mean, Diagnostic, Diagnostics, ErrorKind, Location};
+use crate::manifest::firewall::{Direction, Rule};
+use crate::manifest::storage::DownloadContent;
+use crate::manifest::template::ImageSource;
+use crate::manifest::vm::{SnippetSource, TemplateRef};
+use crate::manifest::{Kind, Origin, ResourceRef, Spec};
+use crate::repo::resolve;
+use crate::secret::SecretRef;
+use std::collections::BTreeSet;
+
+pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
+    let r = Refs::new(ctx);
+    for vm in &ctx.desired.vms {
+        let at = |p: &str| vm.source.at(ctx.locator, p);
+        let s = &vm.spec;
+        if let Some(clone) = &s.clone {
+            r.template(&clone.template, at("clone.template"), diags);
+        }
+        if let Some(ci) = &s.cloud_init {
+            for (field, src) in [
+                ("userData", &ci.user_data),
+                ("vendorData", &ci.vendor_data),
+                ("networkData", &ci.network_data),
+                ("metaData", &ci.meta_data),
+            ] {
+                if let Some(src) = src {
+                    r.snippet(src, at(&format!("cloudInit.{field}")), diags);
+                }
+            }
+            if let Some(pw) = &ci.password {
+                r.secret(&vm.source.origin, pw, at("cloudInit.password"), diags);
+            }
+            if let Some(st) = &ci.storage {
+                r.storage(st.as_str(), at("cloudInit.storage"), diags);
+            }
+        }
+        if let Some(pool) = &s.pool {
+            r.pool(pool.as_str(), at("pool"), diags);
+        }
+        for (i, dep) in vm.depends_on.iter().enumerate() {
+            // Set-level dependsOn is written in the set spec, member-level in the template.
+            let loc = if ctx.locator.contains(
+                &vm.source.origin,
+                &crate::source_map::YamlPath::parse(&format!("spec.dependsOn[{i}]")),
+            ) && vm.member_of.is_some()
+            {
+                ctx.locator
+                    .at(&vm.source.origin, &format!("spec.dependsOn[{i}]"))
+            } else {
+                at(&format!("dependsOn[{i}]"))
+            };
+            r.resource(dep, loc, diags);
+        }
+        r.node(vm.node.as_str(), at("node"), diags);
+        for (i, d) in s.disks.iter().enumerate() {
+            r.storage(
+                d.storage.as_str(),
+                at(&format!("disks[{i}].storage")),
+                diags,
+            );
+        }
+    }
+    for c in &ctx.desired.containers {
+        let at = |p: &str| ctx.locator.at(&c.origin, &format!("spec.{p}"));
+        r.image(
+            &c.spec.os_template,
+            DownloadContent::Vztmpl,
+            &c.origin,
+            "spec.osTemplate",
+            diags,
+        );
+        if let Some(pw) = &c.spec.password {
+            r.secret(&c.origin, pw, at("password"), diags);
+        }
+        if let Some(pool) = &c.spec.pool {
+            r.pool(pool.as_str(), at("pool"), diags);
+        }
+        for (i, dep) in c.spec.depends_on.iter().enumerate() {
+            r.resource(dep, at(&format!("dependsOn[{i}]")), diags);
+        }
+        r.node(c.spec.node.as_str(), at("node"), diags);
+        r.storage(c.spec.rootfs.storage.as_str(), at("rootfs.storage"), diags);
+    }
+    for (doc, t) in ctx.of(|s| {
+        if let Spec::Template(t) = s {
+            Some(t)
+        } else {
+            None
+        }
+    }) {
+        r.image(
+            &t.image,
+            DownloadContent::Import,
+            &doc.origin,
+            "spec.image",
+            diags,
+        );
+        r.node(
+            t.node.as_str(),
+            ctx.locator.at(&doc.origin, "spec.node"),
+            diags,
+        );
+        r.storage(
+            t.storage.as_str(),
+            ctx.locator.at(&doc.origin, "spec.storage"),
+            diags,
+        );
+    }
+    for (doc, s) in ctx.of(|s| {
+        if let Spec::Snippet(t) = s {
+            Some(t)
+        } else {
+            None
+        }
+    }) {
+        if let Some(file) = &s.template_file {
+            match resolve(&doc.origin.file, file) {
+                Some(p) if ctx.repo.text(&p).is_some() => {}
+                _ => diags.push(Diagnostic::new(
+                    ErrorKind::UnresolvedReference,
+                    ctx.locator.at(&doc.origin, "spec.templateFile"),
+                    format!(
+                        "Snippet/{}: template file `{file}` does not exist",
+                        doc.name()
+                    ),
+                )),
+            }
+        }
+        for (name, secret) in &s.secrets {
+            r.secret(
+                &doc.origin,
+                secret,
+                ctx.locator.at(&doc.origin, &format!("spec.secrets.{name}")),
+                diags,
+            );
+        }
+        r.storage(
+            s.storage.as_str(),
+            ctx.locator.at(&doc.origin, "spec.storage"),
+            diags,
+        );
+    }
+    for (doc, v) in ctx.of(|s| {
+        if let Spec::SdnVnet(t) = s {
+            Some(t)
+        } else {
+            None
+        }
+    }) {
+        r.named(
+            Kind::SdnZone,
+            v.zone.as_str(),
+            None,
+            ctx.locator.at(&doc.origin, "spec.zone"),
+            diags,
+        );
+    }
+    for (doc, s) in ctx.of(|s| {
+        if let Spec::SdnSubnet(t) = s {
+            Some(t)
+        } else {
+            None
+        }
+    }) {
+        r.named(
+            Kind::SdnVnet,
+            s.vnet.as_str(),
+            None,
+            ctx.locator.at(&doc.origin, "spec.vnet"),
+            diags,
+        );
+    }
+    for (doc, d) in ctx.of(|s| {
+        if let Spec::StorageDownload(t) = s {
+            Some(t)
+        } else {
+            None
+        }
+    }) {
+        if let crate::manifest::NodeSelector::List(nodes) = &d.nodes {
+            for (i, n) in nodes.iter().enumerate() {
+                r.node(
+                    n.as_str(),
+                    ctx.locator.at(&doc.origin, &format!("spec.nodes[{i}]")),
+                    diags,
+                );
+            }
+        }
+        r.storage(
+            d.storage.as_str(),
+            ctx.locator.at(&doc.origin, "spec.storage"),
+            diags,
+        );
+    }
+    for (doc, fw) in ctx.of(|s| {
+        if let Spec::Firewall(t) = s {
+            Some(t)
+        } else {
+            None
+        }
+    }) {
+        if let Some(target) = &fw.target {
+            let loc = ctx.locator.at(&doc.origin, "spec.target");
+            if !target.kind.is_guest() || target.kind == Kind::Template {
+                diags.push(Diagnostic::new(
+                    ErrorKind::InvalidValue,
+                    loc,
+                    format!("a firewall target must be a VirtualMachine, VirtualMachineSet or Container, not {}", target.kind),
+                ));
+            } else {
+                r.resource(target, loc, diags);
+            }
+        }
+        let rule_lists = std::iter::once(("spec.rules".to_string(), &fw.rules)).chain(
+            fw.security_groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (format!("spec.securityGroups[{i}].rules"), &g.rules)),
+        );
+        for (path, rules) in rule_lists {
+            for (i, rule) in rules.iter().enumerate() {
+                r.rule(rule, &doc.origin, &format!("{path}[{i}]"), diags);
+            }
+        }
+    }
+}
+
+/// What exists, for reference checks.
+struct Refs<'a> {
+    ctx: &'a Context<'a>,
+    security_groups: BTreeSet<String>,
+    ipsets: BTreeSet<String>,
+    aliases: BTreeSet<String>,
+}
+
+impl<'a> Refs<'a> {
+    fn new(ctx: &'a Context<'a>) -> Self {
+        let mut security_groups: BTreeSet<String> =
+            ctx.external.security_groups.iter().cloned().collect();
+        let mut ipsets: BTreeSet<String> = ctx.external.ipsets.iter().cloned().collect();
+        let mut aliases: BTreeSet<String> = ctx.external.aliases.iter().cloned().collect();
+        for (_, fw) in ctx.of(|s| {
+            if let Spec::Firewall(t) = s {
+                Some(t)
+            } else {
+                None
+            }
+        }) {
+            security_groups.extend(fw.security_groups.iter().map(|g| g.name.clone()));
+            ipsets.extend(fw.ipsets.iter().map(|g| g.name.clone()));
+            aliases.extend(fw.aliases.iter().map(|g| g.name.clone()));
+        }
+        Refs {
+            ctx,
+            security_groups,
+            ipsets,
+            aliases,
+        }
+    }
+
+    fn names_of(&self, kind: Kind) -> Vec<&'a str> {
+        self.ctx
+            .docs
+            .iter()
+            .filter(|d| d.kind() == kind)
+            .map(|d| d.name().as_str())
+            .collect()
+    }
+
+    /// A reference to a resource of `kind`, or to an external name in `external`.
+    fn named(
+        &self,
+        kind: Kind,
+        name: &str,
+        external: Option<(&str, &[&str])>,
+        loc: Location,
+        diags: &mut Diagnostics,
+    ) {
+        let managed = self.names_of(kind);
+        if managed.contains(&name) || external.is_some_and(|(_, e)| e.contains(&name)) {
+            return;
+        }
+        let mut candidates = managed.clone();
+        let mut msg = format!("{kind} `{name}` is not declared");
+        if let Some((field, e)) = external {
+            candidates.extend_from_slice(e);
+            msg.push_str(&format!(
+                " (neither in the manifests nor in External.spec.{field})"
+            ));
+        }
+        let mut d = Diagnostic::new(ErrorKind::UnresolvedReference, loc, msg);
+        if let Some(s) = did_you_mean(name, candidates) {
+            d = d.with_hint(format!("did you mean `{s}`?"));
+        }
+        diags.push(d);
+    }
+
+    fn template(&self, t: &TemplateRef, loc: Location, diags: &mut Diagnostics) {
+        let known = self.ctx.external.templates.contains(t)
+            || self.ctx.desired.templates.iter().any(|tpl| match t {
+                TemplateRef::Name(n) => &tpl.name == n,
+                TemplateRef::Vmid(v) => tpl.spec.vmid == *v,
+            });
+        if !known {
+            let mut d = Diagnostic::new(
+                ErrorKind::UnresolvedReference,
+                loc,
+                format!("template `{t}` is neither a Template in the manifests nor listed in External.spec.templates"),
+            );
+            let names: Vec<&str> = self
+                .ctx
+                .desired
+                .templates
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
+            if let Some(s) = did_you_mean(&t.to_string(), names) {
+                d = d.with_hint(format!("did you mean `{s}`?"));
+            }
+            diags.push(d);
+        }
+    }
+
+    fn snippet(&self, src: &SnippetSource, loc: Location, diags: &mut Diagnostics) {
+        match src {
+            SnippetSource::Snippet { snippet } => {
+                self.named(Kind::Snippet, snippet.as_str(), None, loc, diags)
+            }
+            SnippetSource::Volume { volume } => {
+                if !self.ctx.external.snippets.contains(volume) {
+                    diags.push(Diagnostic::new(
+                        ErrorKind::UnresolvedReference,
+                        loc,
+                        format!(
+                            "snippet volume `{volume}` is not listed in External.spec.snippets"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn pool(&self, pool: &str, loc: Location, diags: &mut Diagnostics) {
+        let ext: Vec<&str> = self.ctx.external.pools.iter().map(|p| p.as_str()).collect();
+        self.named(Kind::Pool, pool, Some(("pools", &ext)), loc, diags);
+    }
+
+    fn node(&self, node: &str, loc: Location, diags: &mut Diagnostics) {
+        let nodes: Vec<&str> = self.ctx.external.nodes.iter().map(|n| n.as_str()).collect();
+        if !nodes.is_empty() && !nodes.contains(&node) {
+            let mut d = Diagnostic::new(
+                ErrorKind::UnresolvedReference,
+                loc,
+                format!("node `{node}` is not in External.spec.nodes"),
+            );
+            if let Some(s) = did_you_mean(node, nodes) {
+                d = d.with_hint(format!("did you mean `{s}`?"));
+            }
+            diags.push(d);
+        }
+    }
+
+    fn storage(&self, storage: &str, loc: Location, diags: &mut Diagnostics) {
+        let st: Vec<&str> = self
+            .ctx
+            .external
+            .storages
+            .iter()
+            .map(|n| n.as_str())
+            .collect();
+        if !st.is_empty() && !st.contains(&storage) {
+            let mut d = Diagnostic::new(
+                ErrorKind::UnresolvedReference,
+                loc,
+                format!("storage `{storage}` is not in External.spec.storages"),
+            );
+            if let Some(s) = did_you_mean(storage, st) {
+                d = d.with_hint(format!("did you mean `{s}`?"));
+            }
+            diags.push(d);
+        }
+    }
+
+    fn resource(&self, r: &ResourceRef, loc: Location, diags: &mut Diagnostics) {
+        self.named(r.kind, r.name.as_str(), None, loc, diags);
+    }
+
+    /// A cloud image or OS template: exactly one source, and a download of the right content.
+    fn image(
+        &self,
+        img: &ImageSource,
+        want: DownloadContent,
+        origin: &Origin,
+        path: &str,
+        diags: &mut Diagnostics,
+    ) {
+        let loc = self.ctx.locator.at(origin, path);
+        match (&img.download, &img.volume) {
+            (Some(name), None) => {
+                let found = self
+                    .ctx
+                    .desired
+                    .storage_downloads
+                    .iter()
+                    .find(|d| &d.name == name);
+                match found {
+                    None => self.named(
+                        Kind::StorageDownload,
+                        name.as_str(),
+                        None,
+                        self.ctx.locator.at(origin, &format!("{path}.download")),
+                        diags,
+                    ),
+                    Some(d)
+                        if d.spec.content != want
+                            && !(want == DownloadContent::Import
+                                && d.spec.content == DownloadContent::Iso) =>
+                    {
+                        diags.push(Diagnostic::new(
+                            ErrorKind::InvalidValue,
+                            self.ctx.locator.at(origin, &format!("{path}.download")),
+                            format!(
+                                "StorageDownload/{name} has content {:?}, expected {want:?}",
+                                d.spec.content
+                            )
+                            .to_lowercase(),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+            (None, Some(_)) => {}
+            _ => diags.push(Diagnostic::new(
+                ErrorKind::Conflict,
+                loc,
+                "give exactly one of `download` and `volume`",
+            )),
+        }
+    }
+
+    fn rule(&self, rule: &Rule, origin: &Origin, path: &str, diags: &mut Diagnostics) {
+        let at = |f: &str| self.ctx.locator.at(origin, &format!("{path}.{f}"));
+        match rule.direction {
+            Direction::Group => {
+                if !self.security_groups.contains(&rule.action) {
+                    let mut d = Diagnostic::new(
+                        ErrorKind::UnresolvedReference,
+                        at("action"),
+                        format!("security group `{}` is not declared (in a Firewall or External.spec.securityGroups)", rule.action),
+                    );
+                    if let Some(s) = did_you_mean(
+                        &rule.action,
+                        self.security_groups.iter().map(String::as_str),
+                    ) {
+                        d = d.with_hint(format!("did you mean `{s}`?"));
+                    }
+                    diags.push(d);
+                }
+            }
+            Direction::In | Direction::Out => {
+                if !["ACCEPT", "DROP", "REJECT"].contains(&rule.action.as_str()) {
+                    diags.push(
+                        Diagnostic::new(
+                            ErrorKind::InvalidValue,
+                            at("action"),
+                            format!("`{}` is not ACCEPT, DROP or REJECT", rule.action),
+                        )
+                        .with_hint("to insert a security group, use `direction: group`"),
+                    );
+                }
+            }
+        }
+        for (field, value) in [("source", &rule.source), ("dest", &rule.dest)] {
+            let Some(v) = value else { continue };
+            for item in v.split(',') {
+                let item = item.trim();
+                if let Some(set) = item.strip_prefix('+') {
+                    let set = set.strip_prefix("dc/").unwrap_or(set);
+                    if !self.ipsets.contains(set) {
+                        diags.push(Diagnostic::new(
+                            ErrorKind::UnresolvedReference,
+                            at(field),
+                            format!("IP set `{set}` is not declared"),
+                        ));
+                    }
+                } else if item.starts_with(|c: char| c.is_ascii_alphabetic()) && !item.contains(':')
+                {
+                    let alias = item.strip_prefix("dc/").unwrap_or(item);
+                    if !self.aliases.contains(alias) {
+                        diags.push(Diagnostic::new(
+                            ErrorKind::UnresolvedReference,
+                            at(field),
+                            format!("alias `{alias}` is not declared"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A secret must exist, be encrypted, and hold the named key.
+    fn secret(&self, origin: &Origin, secret: &SecretRef, loc: Location, diags: &mut Diagnostics) {
+        let Some(path) = resolve(&origin.file, secret.path()) else {
+            diags.push(Diagnostic::new(
+                ErrorKind::UnresolvedReference,
+                loc,
+                format!("secret `{}` leaves the repository", secret.path()),
+            ));
+            return;
+        };
+        if !self.ctx.repo.exists(&path) {
+            diags.push(Diagnostic::new(
+                ErrorKind::UnresolvedReference,
+                loc,
+                format!("secret file `{path}` does not exist"),
+            ));
+            return;
+        }
+        let text = self.ctx.repo.text(&path);
+        match secret {
+            SecretRef::File { .. } => {
+                if let Some(t) = text {
+                    if !t.starts_with("age-encryption.org/v1")
+                        && !t.starts_with("-----BEGIN AGE ENCRYPTED FILE-----")
+                    {
+                        diags.push(
+                            Diagnostic::new(ErrorKind::InvalidValue, loc, format!("secret file `{path}` is not age-encrypted"))
+                                .with_hint("encrypt it with `age -r <recipient>`; never commit a secret in plain text"),
+                        );
+                    }
+                }
+            }
+            SecretRef::Sops { key, .. } => {
+                let Some(t) = text.filter(|t| crate::repo::is_sops_document(t)) else {
+                    diags.push(Diagnostic::new(
+                        ErrorKind::InvalidValue,
+                        loc,
+                        format!("`{path}` is not a SOPS document"),
+                    ));
+                    return;
+                };
+                if let Err(msg) = sops_has_key(&path, t, key) {
+                    diags.push(Diagnostic::new(ErrorKind::UnresolvedReference, loc, msg));
+                }
+            }
+        }
+    }
+}
+
+/// SOPS keeps keys in clear text, so a key's existence can be checked without decrypting.
+fn sops_has_key(path: &str, text: &str, key: &str) -> Result<(), String> {
+    if path.ends_with(".env") {
+        let found = text
+            .lines()
+            .any(|l| l.split_once('=').is_some_and(|(k, _)| k.trim() == key));
+        return if found {
+            Ok(())
+        } else {
+            Err(format!("SOPS document `{path}` has no key `{key}`"))
+        };
+    }
+    let mut node: serde_yaml::Value = serde_yaml::from_str(text)
+        .map_err(|e| format!("SOPS document `{path}` does not parse: {e}"))?;
+    for part in key.split('.') {
+        let next = match &node {
+            serde_yaml::Value::Mapping(m) => m.get(part).cloned(),
+            serde_yaml::Value::Sequence(s) => {
+                part.parse::<usize>().ok().and_then(|i| s.get(i).cloned())
+            }
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => {
+                let keys: Vec<String> = match &node {
+                    serde_yaml::Value::Mapping(m) => m
+                        .keys()
+                        .filter_map(|k| k.as_str().map(str::to_string))
+                        .filter(|k| k != "sops")
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let mut msg = format!("SOPS document `{path}` has no key `{key}`");
+                if let Some(s) = did_you_mean(part, keys.iter().map(String::as_str)) {
+                    msg.push_str(&format!(" (did you mean `{s}`?)"));
+                }
+                return Err(msg);
+            }
+        }
+    }
+    Ok(())
+}
