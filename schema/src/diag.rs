@@ -12,6 +12,10 @@ pub struct Location {
     pub file: String,
     pub line: usize,
     pub column: usize,
+    /// The `BlueprintInstance` whose rendering this position is in: the same line of a
+    /// blueprint means a different resource in each instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 impl Location {
@@ -20,7 +24,13 @@ impl Location {
             file: file.into(),
             line,
             column,
+            instance: None,
         }
+    }
+
+    /// The position as editors parse it, without the instance.
+    pub fn position(&self) -> String {
+        format!("{}:{}:{}", self.file, self.line, self.column)
     }
 
     /// The start of a file, for problems that have no better position.
@@ -31,7 +41,11 @@ impl Location {
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+        write!(f, "{}", self.position())?;
+        if let Some(i) = &self.instance {
+            write!(f, " (BlueprintInstance/{i})")?;
+        }
+        Ok(())
     }
 }
 
@@ -132,7 +146,16 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.location, self.kind, self.message)?;
+        write!(
+            f,
+            "{}: {}: {}",
+            self.location.position(),
+            self.kind,
+            self.message
+        )?;
+        if let Some(i) = &self.location.instance {
+            write!(f, " (in BlueprintInstance/{i})")?;
+        }
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
         }

@@ -67,25 +67,24 @@ impl Ctx<'_> {
         } else {
             self.map.value_pos(doc, path)
         };
-        Location::new(self.file, p.line, p.column)
+        self.at(p.line, p.column)
+    }
+
+    fn at(&self, line: usize, column: usize) -> Location {
+        let mut loc = Location::new(self.file, line, column);
+        loc.instance = self.instance.map(ToString::to_string);
+        loc
     }
 
     fn push(&mut self, d: Diagnostic) {
-        let d = match self.instance {
-            Some(i) => Diagnostic {
-                message: format!("{} (rendered for BlueprintInstance/{i})", d.message),
-                ..d
-            },
-            None => d,
-        };
         self.diags.push(d);
     }
 
     fn push_syntax(&mut self, e: &serde_yaml::Error) {
         let loc = e
             .location()
-            .map(|l| Location::new(self.file, l.line(), l.column()))
-            .unwrap_or_else(|| Location::file_start(self.file));
+            .map(|l| self.at(l.line(), l.column()))
+            .unwrap_or_else(|| self.at(1, 1));
         // serde_yaml appends " at line X column Y"; the location already says it.
         let msg = e.to_string();
         let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();

@@ -99,11 +99,9 @@ pub fn expand(
             }
             Err(e) => {
                 let (msg, line) = crate::templating::describe(&e);
-                diags.push(Diagnostic::new(
-                    ErrorKind::Template,
-                    Location::new(&path, line.unwrap_or(1), 1),
-                    format!("{msg} (rendering for BlueprintInstance/{})", doc.name()),
-                ));
+                let mut loc = Location::new(&path, line.unwrap_or(1), 1);
+                loc.instance = Some(doc.name().to_string());
+                diags.push(Diagnostic::new(ErrorKind::Template, loc, msg));
             }
         }
     }

@@ -27,7 +27,7 @@ pub fn single_vm(
     let Some(node) = spec.node.clone() else {
         diags.push(Diagnostic::new(
             ErrorKind::MissingField,
-            locator.at(&doc.origin, "spec"),
+            locator.key(&doc.origin, &YamlPath::parse("spec")),
             format!("VirtualMachine/{} has no `node`", doc.name()),
         ));
         return None;
@@ -147,7 +147,7 @@ pub fn set_members(
             (None, true) => {
                 diags.push(Diagnostic::new(
                     ErrorKind::MissingField,
-                    locator.at(&doc.origin, "spec"),
+                    locator.key(&doc.origin, &YamlPath::parse("spec")),
                     format!("VirtualMachineSet/{} places members nowhere: set `spec.nodes` or `spec.template.node`", doc.name()),
                 ));
                 return Vec::new();

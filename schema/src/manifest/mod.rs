@@ -155,9 +155,11 @@ impl Locator {
                     m.value_pos(origin.doc, path)
                 }
             });
-        match pos {
+        let mut loc = match pos {
             Some(p) => Location::new(&origin.file, p.line, p.column),
             None => Location::file_start(&origin.file),
-        }
+        };
+        loc.instance = origin.instance.as_ref().map(ToString::to_string);
+        loc
     }
 }

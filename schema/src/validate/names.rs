@@ -35,10 +35,14 @@ pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
     let mut vmids: BTreeMap<u32, (String, Location)> = BTreeMap::new();
     let mut guests: Vec<(&str, Option<u32>, Location, Location)> = Vec::new();
     for vm in &ctx.desired.vms {
-        let name_loc = match &vm.member_of {
-            Some(_) => ctx.locator.at(&vm.source.origin, "spec.namePattern"),
-            None => ctx.locator.at(&vm.source.origin, "metadata.name"),
-        };
+        // A member's name comes from the set's namePattern, or from the set's name by default.
+        let pattern = crate::source_map::YamlPath::parse("spec.namePattern");
+        let name_loc =
+            if vm.member_of.is_some() && ctx.locator.contains(&vm.source.origin, &pattern) {
+                ctx.locator.value(&vm.source.origin, &pattern)
+            } else {
+                ctx.locator.at(&vm.source.origin, "metadata.name")
+            };
         let vmid_loc = match &vm.member_of {
             Some(_)
                 if !ctx
