@@ -29,6 +29,9 @@ pub enum Command {
     Render {
         /// The manifests directory.
         dir: PathBuf,
+        /// A table of the guests (name, vmid, node, address, size, tags) instead of YAML.
+        #[arg(long)]
+        summary: bool,
     },
     /// Print the JSON Schema of manifest documents (for yaml-language-server).
     Schema,

@@ -74,10 +74,69 @@ pub fn render_yaml(desired: &DesiredState) -> Result<String> {
     Ok(serde_yaml::to_string(desired)?)
 }
 
-pub fn render(dir: &Path) -> Result<i32> {
+/// One line per guest: what an operator checks first (placement, address, size).
+pub fn render_summary(desired: &DesiredState) -> String {
+    let mut out = format!(
+        "{:<16} {:>6}  {:<8} {:<20} {:>5} {:>7}  {}\n",
+        "NAME", "VMID", "NODE", "IPV4", "CORES", "MEMORY", "TAGS"
+    );
+    for vm in &desired.vms {
+        let s = &vm.spec;
+        let ip = s
+            .cloud_init
+            .as_ref()
+            .and_then(|c| c.ip_config.first())
+            .and_then(|c| c.ipv4)
+            .map_or("-".to_string(), |a| a.to_string());
+        let tags: Vec<&str> = vm.tags.iter().map(|t| t.as_str()).collect();
+        out.push_str(&format!(
+            "{:<16} {:>6}  {:<8} {:<20} {:>5} {:>7}  {}\n",
+            vm.name.as_str(),
+            vm.vmid.map_or("auto".into(), |v| v.to_string()),
+            vm.node.as_str(),
+            ip,
+            s.cpu.as_ref().map_or("-".into(), |c| c.cores.to_string()),
+            s.memory.map_or("-".into(), |m| m.size.to_string()),
+            tags.join(",")
+        ));
+    }
+    for t in &desired.templates {
+        out.push_str(&format!(
+            "{:<16} {:>6}  {:<8} (template)\n",
+            t.name.as_str(),
+            t.spec.vmid.to_string(),
+            t.spec.node.as_str()
+        ));
+    }
+    for c in &desired.containers {
+        let vmid = c.spec.vmid.map_or("auto".into(), |v| v.to_string());
+        out.push_str(&format!(
+            "{:<16} {:>6}  {:<8} (container)\n",
+            c.name.as_str(),
+            vmid,
+            c.spec.node.as_str()
+        ));
+    }
+    out.push_str(&format!(
+        "{} VMs, {} templates, {} containers, {} snippet files, {} SDN vnets, {} firewalls\n",
+        desired.vms.len(),
+        desired.templates.len(),
+        desired.containers.len(),
+        desired.snippet_files.len(),
+        desired.sdn_vnets.len(),
+        desired.firewalls.len()
+    ));
+    out
+}
+
+pub fn render(dir: &Path, summary: bool) -> Result<i32> {
     match load_dir(dir)? {
         Ok(desired) => {
-            print!("{}", render_yaml(&desired)?);
+            if summary {
+                print!("{}", render_summary(&desired));
+            } else {
+                print!("{}", render_yaml(&desired)?);
+            }
             Ok(0)
         }
         Err(diags) => {

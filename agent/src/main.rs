@@ -9,7 +9,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { dir, format } => commands::validate(&dir, format),
-        Command::Render { dir } => commands::render(&dir),
+        Command::Render { dir, summary } => commands::render(&dir, summary),
         Command::Schema => commands::schema(),
     };
     match result {

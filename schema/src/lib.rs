@@ -30,6 +30,7 @@ pub mod snippets;
 pub mod source_map;
 pub mod templating;
 pub mod units;
+pub mod unknown_fields;
 pub mod validate;
 
 pub use desired::DesiredState;

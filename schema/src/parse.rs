@@ -11,6 +11,8 @@ use crate::manifest::{
     Locator, Metadata, Origin, SetDocument, Spec, API_VERSION,
 };
 use crate::source_map::{SourceMap, YamlPath};
+use crate::unknown_fields;
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -222,18 +224,43 @@ impl Ctx<'_> {
     }
 
     /// Deserialize `value` (found at `at`) into `T`, reporting a failure where it happened.
-    fn typed<T: DeserializeOwned>(
+    /// On failure, every other unknown field of the value is reported too, so a document
+    /// with several typos is fixed in one round.
+    fn typed<T: DeserializeOwned + JsonSchema>(
         &mut self,
         doc: usize,
         at: &YamlPath,
         value: serde_yaml::Value,
     ) -> Option<T> {
-        match deserialize_at::<T>(value) {
+        match deserialize_at::<T>(value.clone()) {
             Ok(v) => Some(v),
             Err((path, err)) => {
                 let full = at.join(&path);
-                let d = classify(&err, &full, |key| self.loc(doc, &full, key));
-                self.push(d);
+                let first = classify(&err, &full, |key| self.loc(doc, &full, key));
+                let schema = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default();
+                for unknown in unknown_fields::find(&value, &schema, at) {
+                    if unknown.path == full && first.kind == ErrorKind::UnknownField {
+                        continue; // the same error serde reported
+                    }
+                    let field = match unknown.path.0.last() {
+                        Some(crate::source_map::Seg::Key(k)) => k.clone(),
+                        _ => continue,
+                    };
+                    let mut parent = unknown.path.clone();
+                    parent.0.pop();
+                    let mut d = Diagnostic::new(
+                        ErrorKind::UnknownField,
+                        self.loc(doc, &unknown.path, true),
+                        format!("unknown field `{field}` in {}", display_path(&parent)),
+                    );
+                    if let Some(s) =
+                        did_you_mean(&field, unknown.allowed.iter().map(String::as_str))
+                    {
+                        d = d.with_hint(format!("did you mean `{s}`?"));
+                    }
+                    self.push(d);
+                }
+                self.push(first);
                 None
             }
         }

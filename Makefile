@@ -1,0 +1,32 @@
+# pve-gitops: the two front-door commands are `make demo` and `make test`.
+# Both install what they need themselves (Rust must be present; Python 3 for fakepve).
+
+CARGO ?= cargo
+BIN := target/debug/pve-gitops
+
+.PHONY: demo test lint ci schema build clean
+
+build:
+	$(CARGO) build --workspace
+
+## Run the main job end to end on the embedded examples.
+demo: build
+	bash scripts/demo.sh
+
+## The whole test suite (unit, corpus, snapshots, CLI, end-to-end).
+test:
+	bash scripts/test.sh
+
+## Formatting and lints, as CI runs them.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+ci: lint test
+
+## Regenerate the JSON Schema editors use (checked by the test suite).
+schema: build
+	$(BIN) schema > schema/pve-gitops.schema.json
+
+clean:
+	$(CARGO) clean
