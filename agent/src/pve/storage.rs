@@ -1,0 +1,66 @@
+//! Storage endpoints: what a storage holds, and downloads into it.
+
+use super::client::PveClient;
+use super::error::PveError;
+use super::form::{segment, Params};
+use super::retry::Idempotency;
+use super::types::StorageContent;
+use super::upid::Upid;
+
+/// `POST /nodes/{node}/storage/{storage}/download-url`: PVE fetches the file itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DownloadUrl {
+    pub url: String,
+    /// `iso`, `vztmpl` or `import` (cloud images for `import-from`).
+    pub content: String,
+    pub filename: String,
+    pub checksum: Option<String>,
+    /// `md5`, `sha1`, `sha224`, `sha256`, `sha384`, `sha512`.
+    pub checksum_algorithm: Option<String>,
+    /// `gz`, `lzo`, `zst`, `bz2`: decompress after the download.
+    pub compression: Option<String>,
+    /// `None` keeps PVE's default (verify).
+    pub verify_certificates: Option<bool>,
+}
+
+impl PveClient {
+    /// The volumes on a storage as seen from `node`, optionally of one content type.
+    pub async fn storage_content(
+        &self,
+        node: &str,
+        storage: &str,
+        content: Option<&str>,
+    ) -> Result<Vec<StorageContent>, PveError> {
+        let path = format!(
+            "/nodes/{}/storage/{}/content",
+            segment(node),
+            segment(storage)
+        );
+        self.get(&path, &Params::new().with_opt("content", content))
+            .await
+    }
+
+    /// Start a download. Not retried: a failed answer may still have started the task,
+    /// so callers list the storage content before asking again.
+    pub async fn download_url(
+        &self,
+        node: &str,
+        storage: &str,
+        request: &DownloadUrl,
+    ) -> Result<Upid, PveError> {
+        let path = format!(
+            "/nodes/{}/storage/{}/download-url",
+            segment(node),
+            segment(storage)
+        );
+        let p = Params::new()
+            .with("url", request.url.as_str())
+            .with("content", request.content.as_str())
+            .with("filename", request.filename.as_str())
+            .with_opt("checksum", request.checksum.as_deref())
+            .with_opt("checksum-algorithm", request.checksum_algorithm.as_deref())
+            .with_opt("compression", request.compression.as_deref())
+            .with_opt("verify-certificates", request.verify_certificates);
+        self.post(&path, &p, Idempotency::NotIdempotent).await
+    }
+}

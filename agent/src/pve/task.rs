@@ -1,0 +1,171 @@
+//! Waiting for PVE tasks.
+//!
+//! A task is done when `/nodes/{node}/tasks/{upid}/status` says `status: stopped`; its
+//! `exitstatus` is then `OK`, `WARNINGS: N` (done, with warnings in the task log) or the
+//! error text. Polling starts fast, because most tasks on a healthy cluster end within
+//! a second, and backs off to a cap, because a slow clone or a long shutdown should not
+//! cost a request every few milliseconds. Time is tokio's, so tests can run the fake
+//! with a small `time_scale` and not wait for real seconds.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::client::PveClient;
+use super::de;
+use super::error::PveError;
+use super::form::{segment, Params};
+use super::upid::Upid;
+
+/// How task status is polled.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TaskPollPolicy {
+    /// Wait before the second poll (the first is immediate).
+    pub first_interval: Duration,
+    /// Longest wait between polls.
+    pub max_interval: Duration,
+    /// Growth of the wait after each poll.
+    pub factor: f64,
+}
+
+impl Default for TaskPollPolicy {
+    fn default() -> Self {
+        TaskPollPolicy {
+            first_interval: Duration::from_millis(50),
+            max_interval: Duration::from_secs(2),
+            factor: 1.6,
+        }
+    }
+}
+
+/// `GET /nodes/{node}/tasks/{upid}/status`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct TaskStatus {
+    pub upid: Upid,
+    #[serde(default)]
+    pub node: Option<String>,
+    /// `running` or `stopped`.
+    pub status: String,
+    #[serde(default)]
+    pub exitstatus: Option<String>,
+    #[serde(rename = "type", default)]
+    pub task_type: Option<String>,
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_u64")]
+    pub starttime: Option<u64>,
+}
+
+impl TaskStatus {
+    pub fn is_running(&self) -> bool {
+        self.status != "stopped"
+    }
+}
+
+/// A task that ended successfully.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskOutcome {
+    pub upid: Upid,
+    /// From `WARNINGS: N`; 0 for `OK`.
+    pub warnings: u32,
+    pub exitstatus: String,
+}
+
+/// `OK` and `WARNINGS: N` succeed; anything else is the task's error.
+pub fn outcome(upid: &Upid, exitstatus: &str) -> Result<TaskOutcome, PveError> {
+    let done = |warnings| TaskOutcome {
+        upid: upid.clone(),
+        warnings,
+        exitstatus: exitstatus.to_string(),
+    };
+    if exitstatus == "OK" {
+        return Ok(done(0));
+    }
+    if let Some(n) = exitstatus.strip_prefix("WARNINGS: ") {
+        if let Ok(n) = n.trim().parse() {
+            return Ok(done(n));
+        }
+    }
+    Err(PveError::TaskFailed {
+        upid: upid.clone(),
+        exitstatus: exitstatus.to_string(),
+    })
+}
+
+impl PveClient {
+    /// The task's status, read from the node that runs it.
+    pub async fn task_status(&self, upid: &Upid) -> Result<TaskStatus, PveError> {
+        let path = format!(
+            "/nodes/{}/tasks/{}/status",
+            segment(upid.node()),
+            segment(upid.as_str())
+        );
+        self.get(&path, &Params::new()).await
+    }
+
+    /// Poll until the task stops, at most `timeout`. A task still running then gives
+    /// [`PveError::TaskDeadline`] (it is not stopped: PVE may still finish it).
+    pub async fn wait_task(&self, upid: &Upid, timeout: Duration) -> Result<TaskOutcome, PveError> {
+        let policy = self.task_poll();
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let mut interval = policy.first_interval;
+        loop {
+            let status = self.task_status(upid).await?;
+            if !status.is_running() {
+                return outcome(upid, status.exitstatus.as_deref().unwrap_or("unknown"));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(PveError::TaskDeadline {
+                    upid: upid.clone(),
+                    waited: now - started,
+                });
+            }
+            tokio::time::sleep(interval.min(deadline - now)).await;
+            interval = interval.mul_f64(policy.factor).min(policy.max_interval);
+        }
+    }
+
+    /// For endpoints that may answer with a UPID or with nothing (already done).
+    pub async fn wait_optional(
+        &self,
+        upid: Option<Upid>,
+        timeout: Duration,
+    ) -> Result<Option<TaskOutcome>, PveError> {
+        match upid {
+            Some(upid) => self.wait_task(&upid, timeout).await.map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upid() -> Upid {
+        "UPID:pve1:00000001:00000002:00000003:qmstart:100:root@pam:"
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn exit_statuses() {
+        assert_eq!(outcome(&upid(), "OK").unwrap().warnings, 0);
+        assert_eq!(outcome(&upid(), "WARNINGS: 3").unwrap().warnings, 3);
+        match outcome(&upid(), "VM 100 already running") {
+            Err(PveError::TaskFailed {
+                upid: u,
+                exitstatus,
+            }) => {
+                assert_eq!(u, upid());
+                assert_eq!(exitstatus, "VM 100 already running");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

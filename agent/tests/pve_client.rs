@@ -1,0 +1,428 @@
+//! The PVE client against a real fakepve (tests/fakepve/harness.py): every test starts
+//! its own fake cluster and checks outcomes in the fake's state, not just the answers.
+
+#[macro_use]
+mod support;
+
+use std::time::Duration;
+
+use pve_gitops::pve::cluster::ResourceType;
+use pve_gitops::pve::{
+    ApiToken, CertFingerprint, CloneOptions, Params, PveClient, PveError, TlsTrust, TransportKind,
+};
+use serde_json::{json, Value};
+use support::control::{eventually, text};
+use support::fakepve::{FakePve, Options};
+
+const TASK: Duration = Duration::from_secs(30);
+
+/// The error's text with all its sources, for checking what a TLS failure said.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut src = err.source();
+    while let Some(e) = src {
+        out.push_str(" <- ");
+        out.push_str(&e.to_string());
+        src = e.source();
+    }
+    out
+}
+
+#[tokio::test]
+async fn token_auth_works_and_a_wrong_token_is_refused() {
+    let pve = fake!();
+    let nodes = pve.client().nodes().await.unwrap();
+    let names: Vec<&str> = nodes.iter().map(|n| n.node.as_str()).collect();
+    assert_eq!(names, ["pve1", "pve2", "pve3"]);
+    assert!(nodes.iter().all(|n| n.is_online()));
+
+    let mut options = pve.client_options();
+    options.token = ApiToken::new(&pve.info.token_id, "not-the-secret").unwrap();
+    let err = PveClient::new(options).unwrap().nodes().await.unwrap_err();
+    match &err {
+        PveError::Auth(f) => {
+            assert_eq!(f.status, 401);
+            assert!(f.message.contains("authentication failure"), "{err}");
+        }
+        other => panic!("expected Auth, got {other:?}"),
+    }
+    // Refusals are not retried.
+    assert_eq!(pve.control.counters().await.endpoint("GET /nodes"), 2);
+}
+
+#[tokio::test]
+async fn tls_trusts_only_the_configured_ca_or_pin() {
+    let pve = fake!();
+    let with = |tls: TlsTrust| {
+        let mut o = pve.client_options();
+        o.tls = tls;
+        PveClient::new(o).unwrap()
+    };
+    with(TlsTrust::CaFile(pve.info.ca_file.clone()))
+        .nodes()
+        .await
+        .unwrap();
+    let pem = std::fs::read(&pve.info.ca_file).unwrap();
+    with(TlsTrust::CaPem(pem)).nodes().await.unwrap();
+
+    let err = with(TlsTrust::CaFile(pve.info.other_ca_file.clone()))
+        .nodes()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PveError::Transport {
+                kind: TransportKind::Tls,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let pin: CertFingerprint = pve.info.fingerprint.parse().unwrap();
+    with(TlsTrust::Fingerprint(pin)).nodes().await.unwrap();
+
+    let wrong = CertFingerprint::of_der(b"some other certificate");
+    let err = with(TlsTrust::Fingerprint(wrong))
+        .nodes()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PveError::Transport {
+                kind: TransportKind::Tls,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The error names the certificate that was offered, so an operator can compare.
+    assert!(
+        chain(&err).contains(&pve.info.fingerprint),
+        "{}",
+        chain(&err)
+    );
+    // Only the three trusted connections reached the API; refused TLS is not retried.
+    assert_eq!(pve.control.counters().await.total, 3);
+}
+
+#[tokio::test]
+async fn clone_from_template_waits_for_the_task_and_clears_the_lock() {
+    let pve = fake!();
+    let (client, control) = (pve.client(), &pve.control);
+    // RBD-backed clones are slow (2 s here), so the clone lock can be seen.
+    control
+        .ceph(json!({"add_storage": "ceph-pool", "slow": 200}))
+        .await;
+    control.create_template(9000, "pve1", "ceph-pool").await;
+
+    let mut options = CloneOptions::new(120);
+    options.name = Some("web-1".into());
+    options.full = Some(true);
+    let upid = client.clone_vm("pve1", 9000, &options).await.unwrap();
+    assert_eq!(upid.node(), "pve1");
+    assert_eq!(upid.task_type(), "qmclone");
+
+    let during = control.vm(120).await.expect("the clone exists at once");
+    assert_eq!(during["lock"], "clone");
+    let err = client
+        .set_vm_config("pve1", 120, &Params::new().with("cores", 4u32), &[], None)
+        .await
+        .unwrap_err();
+    match err {
+        PveError::VmLocked { lock, .. } => assert_eq!(lock, "clone"),
+        other => panic!("expected VmLocked, got {other:?}"),
+    }
+
+    let outcome = client.wait_task(&upid, TASK).await.unwrap();
+    assert_eq!((outcome.warnings, outcome.exitstatus.as_str()), (0, "OK"));
+
+    let vm = control.vm(120).await.unwrap();
+    assert_eq!(vm["lock"], Value::Null);
+    assert!(vm["config"].get("lock").is_none());
+    assert_eq!(vm["name"], "web-1");
+    assert_eq!(vm["template"], false);
+    assert!(text(&vm["config"]["scsi0"]).starts_with("ceph-pool:vm-120-disk-0"));
+
+    let cfg = client.get_vm_config("pve1", 120).await.unwrap();
+    assert_eq!(cfg.lock(), None);
+    assert_eq!(cfg.text("name").as_deref(), Some("web-1"));
+    assert!(cfg.digest().is_some());
+    assert!(!cfg.is_template());
+
+    let guests = client
+        .cluster_resources(Some(ResourceType::Vm))
+        .await
+        .unwrap();
+    let find = |id| guests.iter().find(|g| g.vmid == Some(id)).unwrap();
+    assert!(find(9000).template);
+    assert!(!find(120).template);
+    assert_eq!(find(120).node.as_deref(), Some("pve1"));
+}
+
+#[tokio::test]
+async fn stale_digest_is_a_checksum_mismatch() {
+    let pve = fake!();
+    let (client, control) = (pve.client(), &pve.control);
+    control
+        .create_vm(json!({"vmid": 100, "config": {"cores": 1, "memory": 512}}))
+        .await;
+    let read = client.get_vm_config("pve1", 100).await.unwrap();
+    let digest = read.digest().unwrap();
+
+    let cores = |n: u32| Params::new().with("cores", n);
+    client
+        .set_vm_config("pve1", 100, &cores(2), &[], Some(digest))
+        .await
+        .unwrap();
+    let err = client
+        .set_vm_config("pve1", 100, &cores(3), &[], Some(digest))
+        .await
+        .unwrap_err();
+    match &err {
+        PveError::ChecksumMismatch(f) => {
+            assert_eq!(f.status, 500);
+            assert!(f.message.contains("checksum mismatch"), "{err}");
+        }
+        other => panic!("expected ChecksumMismatch, got {other:?}"),
+    }
+    let vm = control.vm(100).await.unwrap();
+    assert_eq!(text(&vm["config"]["cores"]), "2");
+    let counts = control.counters().await;
+    assert_eq!(counts.path("PUT", "/nodes/pve1/qemu/100/config"), 2);
+}
+
+#[tokio::test]
+async fn parameter_errors_carry_the_per_parameter_map() {
+    let pve = fake!();
+    let (client, control) = (pve.client(), &pve.control);
+    control
+        .create_vm(json!({"vmid": 100, "config": {"memory": 512}}))
+        .await;
+    let bad = Params::new().with("bogus", 1u32).with("memory", "lots");
+    let err = client
+        .set_vm_config("pve1", 100, &bad, &[], None)
+        .await
+        .unwrap_err();
+    match &err {
+        PveError::ParameterVerification(f) => {
+            assert_eq!(f.status, 400);
+            assert_eq!(f.message, "Parameter verification failed.");
+            assert!(f.errors["bogus"].contains("not defined in schema"), "{err}");
+            assert!(f.errors.contains_key("memory"), "{err}");
+        }
+        other => panic!("expected ParameterVerification, got {other:?}"),
+    }
+    let vm = control.vm(100).await.unwrap();
+    assert_eq!(text(&vm["config"]["memory"]), "512");
+}
+
+#[tokio::test]
+async fn lock_timeouts_are_retried() {
+    let pve = fake!();
+    let (client, control) = (pve.client(), &pve.control);
+    control
+        .create_vm(json!({"vmid": 100, "config": {"cores": 1}}))
+        .await;
+    let path = "/nodes/pve1/qemu/100/config";
+
+    // An injected lock timeout: one retry, then success.
+    control
+        .fail(json!({"method": "PUT", "path": path, "error": "config_lock_timeout", "times": 1}))
+        .await;
+    client
+        .set_vm_config("pve1", 100, &Params::new().with("cores", 4u32), &[], None)
+        .await
+        .unwrap();
+    assert_eq!(control.counters().await.path("PUT", path), 2);
+    assert_eq!(
+        text(&control.vm(100).await.unwrap()["config"]["cores"]),
+        "4"
+    );
+
+    // A real one: another task holds the config lock until the client has retried.
+    control.reset_counters().await;
+    control.hold_config_lock(100, None).await;
+    let writer = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .set_vm_config("pve1", 100, &Params::new().with("cores", 6u32), &[], None)
+                .await
+        })
+    };
+    eventually("a retried PUT", TASK, || async {
+        (control.counters().await.path("PUT", path) >= 2).then_some(())
+    })
+    .await;
+    control.release_config_lock(100).await;
+    writer.await.unwrap().unwrap();
+    assert_eq!(
+        text(&control.vm(100).await.unwrap()["config"]["cores"]),
+        "6"
+    );
+}
+
+#[tokio::test]
+async fn server_errors_on_creates_are_not_retried_but_reads_are() {
+    let pve = fake!();
+    let (client, control) = (pve.client(), &pve.control);
+    control.create_template(9000, "pve1", "local-lvm").await;
+    let clone_path = "/nodes/pve1/qemu/9000/clone";
+    let options = CloneOptions::new(130);
+
+    for (status, message) in [(500, "internal error"), (503, "Service Unavailable")] {
+        control
+            .fail(
+                json!({"method": "POST", "path": clone_path, "status": status,
+                         "message": message, "times": 1}),
+            )
+            .await;
+        match client.clone_vm("pve1", 9000, &options).await.unwrap_err() {
+            PveError::Api(f) => assert_eq!((f.status, f.message.as_str()), (status, message)),
+            other => panic!("expected Api, got {other:?}"),
+        }
+    }
+    assert_eq!(control.counters().await.path("POST", clone_path), 2);
+    assert!(control.vm(130).await.is_none());
+
+    // A busy answer to a read is retried.
+    control
+        .fail(
+            json!({"method": "GET", "path": "/nodes/pve1/qemu/9000/config",
+                     "status": 503, "message": "Service Unavailable", "times": 1}),
+        )
+        .await;
+    assert!(client
+        .get_vm_config("pve1", 9000)
+        .await
+        .unwrap()
+        .is_template());
+    let counts = control.counters().await;
+    assert_eq!(counts.path("GET", "/nodes/pve1/qemu/9000/config"), 2);
+
+    // The caller checked that 130 does not exist, so it may create it now.
+    let upid = client.clone_vm("pve1", 9000, &options).await.unwrap();
+    client.wait_task(&upid, TASK).await.unwrap();
+    assert!(control.vm(130).await.is_some());
+}
+
+#[tokio::test]
+async fn failing_tasks_are_task_failed_with_the_upid() {
+    let pve = fake!();
+    let (client, control) = (pve.client(), &pve.control);
+    control
+        .create_vm(json!({"vmid": 101, "start_error": "QEMU exited with code 1"}))
+        .await;
+    let upid = client.start_vm("pve1", 101).await.unwrap();
+    let err = client.wait_task(&upid, TASK).await.unwrap_err();
+    assert_eq!(err.upid(), Some(&upid));
+    match err {
+        PveError::TaskFailed { exitstatus, .. } => {
+            assert_eq!(exitstatus, "QEMU exited with code 1")
+        }
+        other => panic!("expected TaskFailed, got {other:?}"),
+    }
+
+    // An error raised inside the worker: the request succeeds with a UPID, the task fails.
+    control.create_vm(json!({"vmid": 102})).await;
+    control
+        .fail(
+            json!({"method": "POST", "path": "/nodes/pve1/qemu/102/status/start",
+                     "error": "already_running", "times": 1}),
+        )
+        .await;
+    let upid = client.start_vm("pve1", 102).await.unwrap();
+    match client.wait_task(&upid, TASK).await.unwrap_err() {
+        PveError::TaskFailed {
+            upid: u,
+            exitstatus,
+        } => {
+            assert_eq!(u, upid);
+            assert_eq!(exitstatus, "VM 102 already running");
+        }
+        other => panic!("expected TaskFailed, got {other:?}"),
+    }
+    assert_eq!(control.vm(102).await.unwrap()["status"], "stopped");
+}
+
+#[tokio::test]
+async fn a_task_past_its_deadline_is_reported_and_keeps_running() {
+    let pve = fake!();
+    let (client, control) = (pve.client(), &pve.control);
+    // 1000 PVE seconds at time_scale 0.01: 10 s real.
+    control
+        .create_vm(json!({"vmid": 103, "start_secs": 1000}))
+        .await;
+    let upid = client.start_vm("pve1", 103).await.unwrap();
+    match client
+        .wait_task(&upid, Duration::from_millis(200))
+        .await
+        .unwrap_err()
+    {
+        PveError::TaskDeadline { upid: u, waited } => {
+            assert_eq!(u, upid);
+            assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        }
+        other => panic!("expected TaskDeadline, got {other:?}"),
+    }
+    assert!(client.task_status(&upid).await.unwrap().is_running());
+}
+
+#[tokio::test]
+async fn counters_show_reads_and_writes() {
+    let pve = fake!();
+    let (client, control) = (pve.client(), &pve.control);
+    control.create_vm(json!({"vmid": 100})).await;
+    control.reset_counters().await;
+
+    client.nodes().await.unwrap();
+    client.cluster_resources(None).await.unwrap();
+    assert_eq!(client.nextid().await.unwrap(), 101);
+    client
+        .set_vm_config("pve1", 100, &Params::new().with("onboot", true), &[], None)
+        .await
+        .unwrap();
+
+    let c = control.counters().await;
+    assert_eq!((c.reads, c.writes, c.total), (3, 1, 4));
+    assert_eq!(c.endpoint("GET /nodes"), 1);
+    assert_eq!(c.endpoint("GET /cluster/resources"), 1);
+    assert_eq!(c.endpoint("GET /cluster/nextid"), 1);
+    assert_eq!(c.endpoint("PUT /nodes/{node}/qemu/{vmid}/config"), 1);
+}
+
+#[tokio::test]
+async fn lost_quorum_and_offline_nodes() {
+    let pve = fake!();
+    let (client, control) = (pve.client(), &pve.control);
+    control.create_vm(json!({"vmid": 100})).await;
+
+    control.set_quorum(false).await;
+    let err = client
+        .set_vm_config("pve1", 100, &Params::new().with("cores", 2u32), &[], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PveError::NoQuorum(_)), "{err:?}");
+    client.get_vm_config("pve1", 100).await.unwrap();
+    control.set_quorum(true).await;
+
+    control.set_node_online("pve2", false).await;
+    let err = client.node_status("pve2").await.unwrap_err();
+    assert!(matches!(err, PveError::NodeOffline(_)), "{err:?}");
+    assert_eq!(err.status(), Some(595));
+    assert_eq!(
+        control
+            .counters()
+            .await
+            .endpoint("GET /nodes/{node}/status"),
+        1
+    );
+    let nodes = client.nodes().await.unwrap();
+    let pve2 = nodes.iter().find(|n| n.node == "pve2").unwrap();
+    assert!(!pve2.is_online());
+    let status = client.node_status("pve1").await.unwrap();
+    assert!(status.memory.is_some() && status.cpuinfo.is_some());
+}

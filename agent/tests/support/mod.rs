@@ -1,0 +1,21 @@
+//! Helpers shared by the integration tests (each test file includes this with `mod support;`).
+// Each test binary uses a different subset of the helpers.
+#![allow(dead_code)]
+
+/// A fake cluster for this test (`fake!()` or `fake!(options)`), or return from the test,
+/// skipped with a loud message, when python3 is missing.
+#[allow(unused_macros)]
+macro_rules! fake {
+    () => {
+        fake!(Options::default())
+    };
+    ($options:expr) => {
+        match FakePve::start($options) {
+            Some(pve) => pve,
+            None => return,
+        }
+    };
+}
+
+pub mod control;
+pub mod fakepve;
