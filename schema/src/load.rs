@@ -20,11 +20,13 @@ pub fn load(repo: &Repository) -> Result<DesiredState, Diagnostics> {
     crate::expand::blueprints::expand(&mut docs, repo, &mut locator, &mut diags);
     let mut desired = crate::expand::desired_state(&docs, &locator, &mut diags);
     validate(&Context::new(&docs, &desired, repo, &locator), &mut diags);
+    // From here on paths name files from the repository root (validation resolved them
+    // relative to their manifests itself), so rendered placeholders show the real file.
+    repository_relative_paths(&mut desired);
     desired.snippet_files = render_all(&desired, repo, &locator, &Placeholders, &mut diags);
     if !diags.is_empty() {
         return Err(diags);
     }
-    repository_relative_paths(&mut desired);
     Ok(desired)
 }
 

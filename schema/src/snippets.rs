@@ -11,7 +11,7 @@ use crate::ids::Name;
 use crate::manifest::snippet::SnippetSpec;
 use crate::manifest::vm::SnippetSource;
 use crate::manifest::Locator;
-use crate::repo::{resolve, Repository};
+use crate::repo::Repository;
 use crate::secret::SecretRef;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -161,7 +161,8 @@ pub fn render_all(
             let (text, loc_of_line): (Option<&str>, Box<dyn Fn(usize) -> Location>) =
                 match (&sn.spec.template_file, &sn.spec.template) {
                     (Some(f), None) => {
-                        let path = resolve(&sn.origin.file, f).unwrap_or_default();
+                        // Already repository-relative (see `load`).
+                        let path = f.clone();
                         (
                             repo.text(&path),
                             Box::new(move |line| Location::new(&path, line, 1)),

@@ -34,6 +34,9 @@ pub struct VmSpec {
     /// Disks. With `clone`, a listed slot that the template has is resized (grow only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<Disk>,
+    /// A CD/DVD drive with an ISO (e.g. a Talos or installer image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdrom: Option<CdRom>,
     /// Network interfaces, `net0`, `net1`... in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub network: Vec<Nic>,
@@ -155,14 +158,60 @@ pub struct Cpu {
     pub numa: Option<bool>,
 }
 
+/// A CD/DVD drive holding an ISO.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CdRom {
+    /// Drive slot; default `ide2`, as PVE's GUI does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<DiskSlot>,
+    /// A `StorageDownload` with content `iso`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<Name>,
+    /// An existing ISO volume, e.g. `local:iso/debian-12.iso`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+}
+
+impl CdRom {
+    pub const DEFAULT_SLOT: &'static str = "ide2";
+
+    pub fn slot(&self) -> &str {
+        self.slot
+            .as_ref()
+            .map_or(Self::DEFAULT_SLOT, |s| s.as_str())
+    }
+}
+
 /// Memory: a size (`8G`, `8192`) or `{ size, balloon }`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Memory {
     pub size: MemorySize,
     /// Minimum memory for the balloon driver; `0` disables ballooning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balloon: Option<MemorySize>,
+}
+
+impl JsonSchema for Memory {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Memory".into()
+    }
+    fn json_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let size = gen.subschema_for::<MemorySize>();
+        schemars::json_schema!({
+            "description": "Memory: a size (8G, 8192 MiB) or { size, balloon }.",
+            "anyOf": [
+                size,
+                {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["size"],
+                    "properties": { "size": size, "balloon": size }
+                }
+            ]
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for Memory {

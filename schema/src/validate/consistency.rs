@@ -28,6 +28,7 @@ const MANAGED_KEYS: &[(&str, &str)] = &[
     ("machine", "machine"),
     ("protection", "protection"),
     ("description", "description"),
+    ("cdrom", "cdrom"),
     ("ciuser", "cloudInit.user"),
     ("cipassword", "cloudInit.password"),
     ("sshkeys", "cloudInit.sshKeys"),
@@ -129,6 +130,31 @@ fn vms(ctx: &Context<'_>, diags: &mut Diagnostics) {
                     at("cloudInit.drive"),
                     format!("{name}: the cloud-init drive and a disk both use {drive}"),
                 ));
+            }
+        }
+        if let Some(cd) = &s.cdrom {
+            let slot = cd.slot();
+            if slots.contains_key(slot) {
+                diags.push(Diagnostic::new(
+                    ErrorKind::Conflict,
+                    at("cdrom"),
+                    format!("{name}: the CD-ROM and a disk both use {slot}"),
+                ));
+            }
+            // The cloud-init drive defaults to ide2 too.
+            let ci_drive = s
+                .cloud_init
+                .as_ref()
+                .map(|c| c.drive.as_ref().map_or("ide2", |d| d.as_str()));
+            if ci_drive == Some(slot) {
+                diags.push(
+                    Diagnostic::new(
+                        ErrorKind::Conflict,
+                        at("cdrom"),
+                        format!("{name}: the CD-ROM and the cloud-init drive both use {slot}"),
+                    )
+                    .with_hint("set `cloudInit.drive: ide0` (or another free slot)"),
+                );
             }
         }
         for (i, h) in s.hostpci.iter().enumerate() {

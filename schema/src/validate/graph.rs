@@ -68,6 +68,9 @@ pub fn build(docs: &[Document]) -> Graph {
             if let Some(p) = &spec.pool {
                 deps.extend(r(Kind::Pool, p.as_str()).map(|x| (x, EdgeCause::Implied)));
             }
+            if let Some(dl) = spec.cdrom.as_ref().and_then(|c| c.download.as_ref()) {
+                deps.extend(r(Kind::StorageDownload, dl.as_str()).map(|x| (x, EdgeCause::Implied)));
+            }
             for n in &spec.network {
                 deps.extend(r(Kind::SdnVnet, n.bridge.as_str()).map(|x| (x, EdgeCause::Implied)));
             }

@@ -41,6 +41,15 @@ pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
         if let Some(pool) = &s.pool {
             r.pool(pool.as_str(), at("pool"), diags);
         }
+        if let Some(cd) = &s.cdrom {
+            r.iso(
+                cd.download.as_ref(),
+                cd.volume.as_ref(),
+                at("cdrom"),
+                at("cdrom.download"),
+                diags,
+            );
+        }
         for (i, dep) in vm.depends_on.iter().enumerate() {
             // Set-level dependsOn is written in the set spec, member-level in the template.
             let loc = if ctx.locator.contains(
@@ -433,6 +442,50 @@ impl<'a> Refs<'a> {
                     Some(_) => {}
                 }
             }
+            (None, Some(_)) => {}
+            _ => diags.push(Diagnostic::new(
+                ErrorKind::Conflict,
+                loc,
+                "give exactly one of `download` and `volume`",
+            )),
+        }
+    }
+
+    /// An ISO: exactly one of a `StorageDownload` with content `iso`, or a volume.
+    fn iso(
+        &self,
+        download: Option<&crate::ids::Name>,
+        volume: Option<&String>,
+        loc: Location,
+        download_loc: Location,
+        diags: &mut Diagnostics,
+    ) {
+        match (download, volume) {
+            (Some(name), None) => match self
+                .ctx
+                .desired
+                .storage_downloads
+                .iter()
+                .find(|d| &d.name == name)
+            {
+                None => self.named(
+                    Kind::StorageDownload,
+                    name.as_str(),
+                    None,
+                    download_loc,
+                    diags,
+                ),
+                Some(d) if d.spec.content != DownloadContent::Iso => diags.push(Diagnostic::new(
+                    ErrorKind::InvalidValue,
+                    download_loc,
+                    format!(
+                        "StorageDownload/{name} has content {:?}, a CD-ROM needs iso",
+                        d.spec.content
+                    )
+                    .to_lowercase(),
+                )),
+                Some(_) => {}
+            },
             (None, Some(_)) => {}
             _ => diags.push(Diagnostic::new(
                 ErrorKind::Conflict,
