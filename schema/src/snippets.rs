@@ -140,15 +140,7 @@ pub fn render_all(
         let Some(ci) = &vm.spec.cloud_init else {
             continue;
         };
-        for src in [
-            &ci.user_data,
-            &ci.vendor_data,
-            &ci.network_data,
-            &ci.meta_data,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for src in ci.custom_data().into_iter().filter_map(|(_, s)| s) {
             let SnippetSource::Snippet { snippet } = src else {
                 continue;
             };

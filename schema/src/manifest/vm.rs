@@ -359,6 +359,18 @@ pub struct CloudInit {
     pub upgrade: Option<bool>,
 }
 
+impl CloudInit {
+    /// The `cicustom` sources with their field names, in PVE's order.
+    pub fn custom_data(&self) -> [(&'static str, Option<&SnippetSource>); 4] {
+        [
+            ("userData", self.user_data.as_ref()),
+            ("vendorData", self.vendor_data.as_ref()),
+            ("networkData", self.network_data.as_ref()),
+            ("metaData", self.meta_data.as_ref()),
+        ]
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct IpConfig {

@@ -258,13 +258,7 @@ fn extra_config<'a>(
 }
 
 fn sets(ctx: &Context<'_>, diags: &mut Diagnostics) {
-    for (doc, set) in ctx.of(|s| {
-        if let Spec::VirtualMachineSet(v) = s {
-            Some(v)
-        } else {
-            None
-        }
-    }) {
+    for (doc, set) in docs_of!(ctx, VirtualMachineSet) {
         if set.template.vmid.is_some() && set.spec.replicas > 1 {
             diags.push(
                 Diagnostic::new(
@@ -386,15 +380,8 @@ fn others(ctx: &Context<'_>, diags: &mut Diagnostics) {
             }
             Spec::SdnVnet(v) => {
                 sdn_id(name, at("metadata.name"), diags);
-                let zone = ctx
-                    .of(|s| {
-                        if let Spec::SdnZone(z) = s {
-                            Some(z)
-                        } else {
-                            None
-                        }
-                    })
-                    .find(|(d, _)| d.name().as_str() == v.zone.as_str());
+                let zone =
+                    docs_of!(ctx, SdnZone).find(|(d, _)| d.name().as_str() == v.zone.as_str());
                 if let Some((_, z)) = zone {
                     let range = match z.zone_type {
                         ZoneType::Simple => None,

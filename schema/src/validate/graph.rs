@@ -49,15 +49,8 @@ pub fn build(docs: &[Document]) -> Graph {
                 deps.extend(t.map(|t| (t, EdgeCause::Implied)));
             }
             if let Some(ci) = &spec.cloud_init {
-                for s in [
-                    &ci.user_data,
-                    &ci.vendor_data,
-                    &ci.network_data,
-                    &ci.meta_data,
-                ]
-                .into_iter()
-                .flatten()
-                {
+                for (_, s) in ci.custom_data() {
+                    let Some(s) = s else { continue };
                     if let SnippetSource::Snippet { snippet } = s {
                         deps.extend(
                             r(Kind::Snippet, snippet.as_str()).map(|x| (x, EdgeCause::Implied)),

@@ -7,6 +7,16 @@
 //! - [`graph`]: dependency cycles (explicit `dependsOn` and implicit edges);
 //! - [`consistency`]: sizes PVE cannot satisfy and settings that contradict each other.
 
+/// The documents of one kind with their specs: `docs_of!(ctx, SdnVnet)`.
+macro_rules! docs_of {
+    ($ctx:expr, $kind:ident) => {
+        $ctx.of(|s| match s {
+            $crate::manifest::Spec::$kind(t) => Some(t),
+            _ => None,
+        })
+    };
+}
+
 pub mod consistency;
 pub mod graph;
 pub mod names;

@@ -4,7 +4,7 @@
 use super::Context;
 use crate::diag::{did_you_mean, Diagnostic, Diagnostics, ErrorKind, Location};
 use crate::ids::{Bridge, VlanTag};
-use crate::manifest::Spec;
+
 use ipnet::IpNet;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -23,24 +23,11 @@ struct Iface {
 
 pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
     let ifaces = interfaces(ctx, diags);
-    let vnets: BTreeMap<&str, &crate::manifest::sdn::SdnVnetSpec> = ctx
-        .of(|s| {
-            if let Spec::SdnVnet(v) = s {
-                Some(v)
-            } else {
-                None
-            }
-        })
+    let vnets: BTreeMap<&str, &crate::manifest::sdn::SdnVnetSpec> = docs_of!(ctx, SdnVnet)
         .map(|(d, v)| (d.name().as_str(), v))
         .collect();
     let mut subnets: BTreeMap<&str, Vec<IpNet>> = BTreeMap::new();
-    for (doc, s) in ctx.of(|s| {
-        if let Spec::SdnSubnet(v) = s {
-            Some(v)
-        } else {
-            None
-        }
-    }) {
+    for (doc, s) in docs_of!(ctx, SdnSubnet) {
         subnets.entry(s.vnet.as_str()).or_default().push(s.cidr);
         let at = |p: &str| ctx.locator.at(&doc.origin, p);
         if s.cidr.trunc() != s.cidr {

@@ -7,7 +7,7 @@ use crate::manifest::firewall::{Direction, Rule};
 use crate::manifest::storage::DownloadContent;
 use crate::manifest::template::ImageSource;
 use crate::manifest::vm::{SnippetSource, TemplateRef};
-use crate::manifest::{Kind, Origin, ResourceRef, Spec};
+use crate::manifest::{Kind, Origin, ResourceRef};
 use crate::repo::resolve;
 use crate::secret::SecretRef;
 use std::collections::BTreeSet;
@@ -21,12 +21,7 @@ pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
             r.template(&clone.template, at("clone.template"), diags);
         }
         if let Some(ci) = &s.cloud_init {
-            for (field, src) in [
-                ("userData", &ci.user_data),
-                ("vendorData", &ci.vendor_data),
-                ("networkData", &ci.network_data),
-                ("metaData", &ci.meta_data),
-            ] {
+            for (field, src) in ci.custom_data() {
                 if let Some(src) = src {
                     r.snippet(src, at(&format!("cloudInit.{field}")), diags);
                 }
@@ -94,13 +89,7 @@ pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
         r.node(c.spec.node.as_str(), at("node"), diags);
         r.storage(c.spec.rootfs.storage.as_str(), at("rootfs.storage"), diags);
     }
-    for (doc, t) in ctx.of(|s| {
-        if let Spec::Template(t) = s {
-            Some(t)
-        } else {
-            None
-        }
-    }) {
+    for (doc, t) in docs_of!(ctx, Template) {
         r.image(
             &t.image,
             DownloadContent::Import,
@@ -119,13 +108,7 @@ pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
             diags,
         );
     }
-    for (doc, s) in ctx.of(|s| {
-        if let Spec::Snippet(t) = s {
-            Some(t)
-        } else {
-            None
-        }
-    }) {
+    for (doc, s) in docs_of!(ctx, Snippet) {
         if let Some(file) = &s.template_file {
             match resolve(&doc.origin.file, file) {
                 Some(p) if ctx.repo.text(&p).is_some() => {}
@@ -153,13 +136,7 @@ pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
             diags,
         );
     }
-    for (doc, v) in ctx.of(|s| {
-        if let Spec::SdnVnet(t) = s {
-            Some(t)
-        } else {
-            None
-        }
-    }) {
+    for (doc, v) in docs_of!(ctx, SdnVnet) {
         r.named(
             Kind::SdnZone,
             v.zone.as_str(),
@@ -168,13 +145,7 @@ pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
             diags,
         );
     }
-    for (doc, s) in ctx.of(|s| {
-        if let Spec::SdnSubnet(t) = s {
-            Some(t)
-        } else {
-            None
-        }
-    }) {
+    for (doc, s) in docs_of!(ctx, SdnSubnet) {
         r.named(
             Kind::SdnVnet,
             s.vnet.as_str(),
@@ -183,13 +154,7 @@ pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
             diags,
         );
     }
-    for (doc, d) in ctx.of(|s| {
-        if let Spec::StorageDownload(t) = s {
-            Some(t)
-        } else {
-            None
-        }
-    }) {
+    for (doc, d) in docs_of!(ctx, StorageDownload) {
         if let crate::manifest::NodeSelector::List(nodes) = &d.nodes {
             for (i, n) in nodes.iter().enumerate() {
                 r.node(
@@ -205,13 +170,7 @@ pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
             diags,
         );
     }
-    for (doc, fw) in ctx.of(|s| {
-        if let Spec::Firewall(t) = s {
-            Some(t)
-        } else {
-            None
-        }
-    }) {
+    for (doc, fw) in docs_of!(ctx, Firewall) {
         if let Some(target) = &fw.target {
             let loc = ctx.locator.at(&doc.origin, "spec.target");
             if !target.kind.is_guest() || target.kind == Kind::Template {
@@ -252,13 +211,7 @@ impl<'a> Refs<'a> {
             ctx.external.security_groups.iter().cloned().collect();
         let mut ipsets: BTreeSet<String> = ctx.external.ipsets.iter().cloned().collect();
         let mut aliases: BTreeSet<String> = ctx.external.aliases.iter().cloned().collect();
-        for (_, fw) in ctx.of(|s| {
-            if let Spec::Firewall(t) = s {
-                Some(t)
-            } else {
-                None
-            }
-        }) {
+        for (_, fw) in docs_of!(ctx, Firewall) {
             security_groups.extend(fw.security_groups.iter().map(|g| g.name.clone()));
             ipsets.extend(fw.ipsets.iter().map(|g| g.name.clone()));
             aliases.extend(fw.aliases.iter().map(|g| g.name.clone()));
@@ -360,38 +313,18 @@ impl<'a> Refs<'a> {
 
     fn node(&self, node: &str, loc: Location, diags: &mut Diagnostics) {
         let nodes: Vec<&str> = self.ctx.external.nodes.iter().map(|n| n.as_str()).collect();
-        if !nodes.is_empty() && !nodes.contains(&node) {
-            let mut d = Diagnostic::new(
-                ErrorKind::UnresolvedReference,
-                loc,
-                format!("node `{node}` is not in External.spec.nodes"),
-            );
-            if let Some(s) = did_you_mean(node, nodes) {
-                d = d.with_hint(format!("did you mean `{s}`?"));
-            }
-            diags.push(d);
-        }
+        listed("node", "nodes", node, &nodes, loc, diags);
     }
 
     fn storage(&self, storage: &str, loc: Location, diags: &mut Diagnostics) {
-        let st: Vec<&str> = self
+        let storages: Vec<&str> = self
             .ctx
             .external
             .storages
             .iter()
             .map(|n| n.as_str())
             .collect();
-        if !st.is_empty() && !st.contains(&storage) {
-            let mut d = Diagnostic::new(
-                ErrorKind::UnresolvedReference,
-                loc,
-                format!("storage `{storage}` is not in External.spec.storages"),
-            );
-            if let Some(s) = did_you_mean(storage, st) {
-                d = d.with_hint(format!("did you mean `{s}`?"));
-            }
-            diags.push(d);
-        }
+        listed("storage", "storages", storage, &storages, loc, diags);
     }
 
     fn resource(&self, r: &ResourceRef, loc: Location, diags: &mut Diagnostics) {
@@ -646,4 +579,28 @@ fn sops_has_key(path: &str, text: &str, key: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Nodes and storages are checked only when `External` lists them (the cluster itself is
+/// checked at plan time); then `value` must be one of `list`.
+fn listed(
+    what: &str,
+    field: &str,
+    value: &str,
+    list: &[&str],
+    loc: Location,
+    diags: &mut Diagnostics,
+) {
+    if list.is_empty() || list.contains(&value) {
+        return;
+    }
+    let mut d = Diagnostic::new(
+        ErrorKind::UnresolvedReference,
+        loc,
+        format!("{what} `{value}` is not in External.spec.{field}"),
+    );
+    if let Some(s) = did_you_mean(value, list.iter().copied()) {
+        d = d.with_hint(format!("did you mean `{s}`?"));
+    }
+    diags.push(d);
 }
