@@ -22,6 +22,7 @@ pub mod graph;
 pub mod names;
 pub mod network;
 pub mod refs;
+pub mod secrets;
 
 use crate::desired::DesiredState;
 use crate::diag::Diagnostics;

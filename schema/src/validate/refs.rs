@@ -27,7 +27,7 @@ pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
                 }
             }
             if let Some(pw) = &ci.password {
-                r.secret(&vm.source.origin, pw, at("cloudInit.password"), diags);
+                r.secret_ref(&vm.source.origin, pw, at("cloudInit.password"), diags);
             }
             if let Some(st) = &ci.storage {
                 r.storage(st.as_str(), at("cloudInit.storage"), diags);
@@ -78,7 +78,7 @@ pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
             diags,
         );
         if let Some(pw) = &c.spec.password {
-            r.secret(&c.origin, pw, at("password"), diags);
+            r.secret_ref(&c.origin, pw, at("password"), diags);
         }
         if let Some(pool) = &c.spec.pool {
             r.pool(pool.as_str(), at("pool"), diags);
@@ -123,7 +123,7 @@ pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
             }
         }
         for (name, secret) in &s.secrets {
-            r.secret(
+            r.secret_ref(
                 &doc.origin,
                 secret,
                 ctx.locator.at(&doc.origin, &format!("spec.secrets.{name}")),
@@ -327,6 +327,16 @@ impl<'a> Refs<'a> {
         listed("storage", "storages", storage, &storages, loc, diags);
     }
 
+    fn secret_ref(
+        &self,
+        origin: &Origin,
+        secret: &SecretRef,
+        loc: Location,
+        diags: &mut Diagnostics,
+    ) {
+        super::secrets::check(self.ctx, origin, secret, loc, diags);
+    }
+
     fn resource(&self, r: &ResourceRef, loc: Location, diags: &mut Diagnostics) {
         self.named(r.kind, r.name.as_str(), None, loc, diags);
     }
@@ -487,98 +497,6 @@ impl<'a> Refs<'a> {
             }
         }
     }
-
-    /// A secret must exist, be encrypted, and hold the named key.
-    fn secret(&self, origin: &Origin, secret: &SecretRef, loc: Location, diags: &mut Diagnostics) {
-        let Some(path) = resolve(&origin.file, secret.path()) else {
-            diags.push(Diagnostic::new(
-                ErrorKind::UnresolvedReference,
-                loc,
-                format!("secret `{}` leaves the repository", secret.path()),
-            ));
-            return;
-        };
-        if !self.ctx.repo.exists(&path) {
-            diags.push(Diagnostic::new(
-                ErrorKind::UnresolvedReference,
-                loc,
-                format!("secret file `{path}` does not exist"),
-            ));
-            return;
-        }
-        let text = self.ctx.repo.text(&path);
-        match secret {
-            SecretRef::File { .. } => {
-                if let Some(t) = text {
-                    if !t.starts_with("age-encryption.org/v1")
-                        && !t.starts_with("-----BEGIN AGE ENCRYPTED FILE-----")
-                    {
-                        diags.push(
-                            Diagnostic::new(ErrorKind::InvalidValue, loc, format!("secret file `{path}` is not age-encrypted"))
-                                .with_hint("encrypt it with `age -r <recipient>`; never commit a secret in plain text"),
-                        );
-                    }
-                }
-            }
-            SecretRef::Sops { key, .. } => {
-                let Some(t) = text.filter(|t| crate::repo::is_sops_document(t)) else {
-                    diags.push(Diagnostic::new(
-                        ErrorKind::InvalidValue,
-                        loc,
-                        format!("`{path}` is not a SOPS document"),
-                    ));
-                    return;
-                };
-                if let Err(msg) = sops_has_key(&path, t, key) {
-                    diags.push(Diagnostic::new(ErrorKind::UnresolvedReference, loc, msg));
-                }
-            }
-        }
-    }
-}
-
-/// SOPS keeps keys in clear text, so a key's existence can be checked without decrypting.
-fn sops_has_key(path: &str, text: &str, key: &str) -> Result<(), String> {
-    if path.ends_with(".env") {
-        let found = text
-            .lines()
-            .any(|l| l.split_once('=').is_some_and(|(k, _)| k.trim() == key));
-        return if found {
-            Ok(())
-        } else {
-            Err(format!("SOPS document `{path}` has no key `{key}`"))
-        };
-    }
-    let mut node: serde_yaml::Value = serde_yaml::from_str(text)
-        .map_err(|e| format!("SOPS document `{path}` does not parse: {e}"))?;
-    for part in key.split('.') {
-        let next = match &node {
-            serde_yaml::Value::Mapping(m) => m.get(part).cloned(),
-            serde_yaml::Value::Sequence(s) => {
-                part.parse::<usize>().ok().and_then(|i| s.get(i).cloned())
-            }
-            _ => None,
-        };
-        match next {
-            Some(n) => node = n,
-            None => {
-                let keys: Vec<String> = match &node {
-                    serde_yaml::Value::Mapping(m) => m
-                        .keys()
-                        .filter_map(|k| k.as_str().map(str::to_string))
-                        .filter(|k| k != "sops")
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                let mut msg = format!("SOPS document `{path}` has no key `{key}`");
-                if let Some(s) = did_you_mean(part, keys.iter().map(String::as_str)) {
-                    msg.push_str(&format!(" (did you mean `{s}`?)"));
-                }
-                return Err(msg);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Nodes and storages are checked only when `External` lists them (the cluster itself is
