@@ -2,10 +2,18 @@
 //! so every rule is tested table-driven without a cluster.
 //!
 //! - [`pveconfig`]: a desired VM in PVE's own config spelling;
-//! - [`compare`]: desired values against what PVE reports, normalized so nothing flaps.
+//! - [`compare`]: desired values against what PVE reports, normalized so nothing flaps;
+//! - [`actual`]: the observed state the plan is made against;
+//! - [`vm`]: actions per VM (create, configure, grow, power, prune) in dependency waves.
 
+pub mod actual;
 pub mod compare;
 pub mod pveconfig;
+pub mod vm;
 
+pub use vm::{plan, Action, Finding, Plan, Policy, RebootPolicy};
+
+#[cfg(test)]
+mod plan_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,30 @@
+//! The actual state the planner compares against, as observation will report it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A guest as PVE reports it (`/cluster/resources` plus, for candidates, its config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActualVm {
+    pub vmid: u32,
+    pub name: String,
+    pub node: String,
+    pub running: bool,
+    pub template: bool,
+    pub tags: BTreeSet<String>,
+    /// `GET .../config`, current values.
+    pub config: BTreeMap<String, String>,
+    /// Keys with a pending value (applied at the next reboot).
+    pub pending: BTreeSet<String>,
+    pub digest: Option<String>,
+}
+
+impl ActualVm {
+    /// Managed by pve-gitops: it carries the ownership tag.
+    pub fn owned(&self) -> bool {
+        self.tags.contains(pve_gitops_schema::ids::OWNER_TAG)
+    }
+
+    pub fn protected(&self) -> bool {
+        self.config.get("protection").is_some_and(|v| v == "1")
+    }
+}

@@ -1,0 +1,243 @@
+//! The planner's rules, each against a hand-made actual state.
+
+use super::actual::ActualVm;
+use super::vm::{plan, Action, Finding, Policy, RebootPolicy};
+use pve_gitops_schema::{load, DesiredState, Repository};
+use std::collections::{BTreeMap, BTreeSet};
+
+fn desired(replicas: u32, memory: &str, disk: &str) -> DesiredState {
+    let text = format!(
+        "apiVersion: pve-gitops/v1alpha1
+kind: External
+metadata: {{ name: x }}
+spec: {{ templates: [9000], bridges: [vmbr0] }}
+---
+apiVersion: pve-gitops/v1alpha1
+kind: VirtualMachineSet
+metadata: {{ name: mgr }}
+spec:
+  replicas: 1
+  vmidStart: 401
+  nodes: [pve1]
+  template: {{ clone: {{ template: 9000 }}, memory: 4G }}
+---
+apiVersion: pve-gitops/v1alpha1
+kind: VirtualMachineSet
+metadata: {{ name: app }}
+spec:
+  replicas: {replicas}
+  vmidStart: 501
+  nodes: [pve1, pve2]
+  dependsOn: [VirtualMachineSet/mgr]
+  template:
+    clone: {{ template: 9000 }}
+    memory: {memory}
+    disks: [ {{ slot: scsi0, storage: rbd, size: {disk} }} ]
+"
+    );
+    let mut repo = Repository::new();
+    repo.add("m.yaml", text);
+    load(&repo).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// An owned, running VM exactly as declared.
+fn existing(vmid: u32, name: &str, node: &str, memory: &str, disk: Option<&str>) -> ActualVm {
+    let mut config: BTreeMap<String, String> =
+        [("name", name), ("memory", memory), ("tags", "pve-gitops")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    if let Some(d) = disk {
+        config.insert("scsi0".into(), format!("rbd:vm-{vmid}-disk-0,size={d}"));
+    }
+    ActualVm {
+        vmid,
+        name: name.into(),
+        node: node.into(),
+        running: true,
+        template: false,
+        tags: BTreeSet::from(["pve-gitops".to_string()]),
+        config,
+        pending: BTreeSet::new(),
+        digest: Some("d1".into()),
+    }
+}
+
+fn cluster(n: u32) -> Vec<ActualVm> {
+    let mut v = vec![existing(401, "mgr-1", "pve1", "4096", None)];
+    for i in 0..n {
+        let node = if i % 2 == 0 { "pve1" } else { "pve2" };
+        v.push(existing(
+            501 + i,
+            &format!("app-{}", i + 1),
+            node,
+            "8192",
+            Some("32G"),
+        ));
+    }
+    v
+}
+
+fn kinds(p: &super::vm::Plan) -> Vec<String> {
+    p.actions()
+        .map(|a| match a {
+            Action::Create { name, .. } => format!("create {name}"),
+            Action::Configure { vmid, changes, .. } => {
+                format!(
+                    "configure {vmid} {}",
+                    changes
+                        .iter()
+                        .map(|c| c.key.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            }
+            Action::Resize { vmid, disk, to, .. } => format!("resize {vmid} {disk} {}G", to >> 30),
+            Action::Start { vmid, .. } => format!("start {vmid}"),
+            Action::Stop { vmid, .. } => format!("stop {vmid}"),
+            Action::Reboot { vmid, .. } => format!("reboot {vmid}"),
+            Action::Delete { vmid, .. } => format!("delete {vmid}"),
+        })
+        .collect()
+}
+
+#[test]
+fn empty_cluster_creates_everything_in_dependency_waves() {
+    let p = plan(&desired(3, "8G", "32G"), &[], &Policy::default());
+    assert_eq!(p.waves.len(), 2);
+    assert_eq!(p.waves[0].keys().collect::<Vec<_>>(), ["mgr-1"]);
+    assert_eq!(
+        p.waves[1].keys().collect::<Vec<_>>(),
+        ["app-1", "app-2", "app-3"]
+    );
+    assert!(
+        matches!(&p.waves[1]["app-2"][0], Action::Create { vmid: Some(502), node, start: true, .. } if node == "pve2")
+    );
+}
+
+#[test]
+fn a_converged_cluster_plans_nothing() {
+    let p = plan(&desired(3, "8G", "32G"), &cluster(3), &Policy::default());
+    assert!(p.is_empty(), "{:?}", kinds(&p));
+    assert!(p.findings.is_empty());
+}
+
+#[test]
+fn scaling_up_creates_exactly_the_new_members() {
+    let p = plan(&desired(5, "8G", "32G"), &cluster(3), &Policy::default());
+    assert_eq!(kinds(&p), ["create app-4", "create app-5"]);
+}
+
+#[test]
+fn scaling_down_reports_orphans_unless_pruning() {
+    let d = desired(3, "8G", "32G");
+    let p = plan(&d, &cluster(5), &Policy::default());
+    assert!(p.is_empty());
+    let orphans: Vec<u32> = p
+        .findings
+        .iter()
+        .filter_map(|f| {
+            if let Finding::Orphan { vmid, .. } = f {
+                Some(*vmid)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(orphans, [504, 505]);
+    let p = plan(
+        &d,
+        &cluster(5),
+        &Policy {
+            prune: true,
+            ..Policy::default()
+        },
+    );
+    assert_eq!(
+        kinds(&p),
+        ["stop 504", "delete 504", "stop 505", "delete 505"]
+    );
+}
+
+#[test]
+fn protected_and_foreign_vms_are_never_deleted() {
+    let mut actual = cluster(4);
+    actual[4].config.insert("protection".into(), "1".into());
+    let mut foreign = existing(900, "hand-made", "pve1", "1024", None);
+    foreign.tags.clear();
+    actual.push(foreign);
+    let p = plan(
+        &desired(3, "8G", "32G"),
+        &actual,
+        &Policy {
+            prune: true,
+            ..Policy::default()
+        },
+    );
+    assert!(p.is_empty(), "{:?}", kinds(&p));
+    assert_eq!(
+        p.findings,
+        [Finding::Orphan {
+            vmid: 504,
+            name: "app-4".into(),
+            protected: true
+        }]
+    );
+}
+
+#[test]
+fn a_vm_we_do_not_own_is_not_touched() {
+    let mut actual = cluster(3);
+    actual[1].tags.clear();
+    actual[1].config.insert("memory".into(), "1024".into());
+    let p = plan(&desired(3, "8G", "32G"), &actual, &Policy::default());
+    assert!(p.is_empty(), "{:?}", kinds(&p));
+    assert_eq!(
+        p.findings,
+        [Finding::NotOwned {
+            name: "app-1".into(),
+            vmid: 501
+        }]
+    );
+}
+
+#[test]
+fn memory_change_and_disk_grow_apply_a_shrink_is_refused() {
+    let p = plan(&desired(1, "16G", "40G"), &cluster(1), &Policy::default());
+    assert_eq!(kinds(&p), ["configure 501 memory", "resize 501 scsi0 40G"]);
+    let p = plan(&desired(1, "8G", "16G"), &cluster(1), &Policy::default());
+    assert!(p.is_empty(), "{:?}", kinds(&p));
+    assert!(matches!(&p.findings[0], Finding::ShrinkRefused { disk, .. } if disk == "scsi0"));
+}
+
+#[test]
+fn pending_changes_wait_for_a_reboot_the_policy_allows() {
+    let mut actual = cluster(1);
+    actual[1].pending.insert("cores".into());
+    let p = plan(&desired(1, "8G", "32G"), &actual, &Policy::default());
+    assert!(p.is_empty());
+    assert_eq!(
+        p.findings,
+        [Finding::PendingReboot {
+            name: "app-1".into(),
+            keys: vec!["cores".into()]
+        }]
+    );
+    let p = plan(
+        &desired(1, "8G", "32G"),
+        &actual,
+        &Policy {
+            reboot: RebootPolicy::Allowed,
+            ..Policy::default()
+        },
+    );
+    assert_eq!(kinds(&p), ["reboot 501"]);
+}
+
+#[test]
+fn a_stopped_vm_is_started() {
+    let mut actual = cluster(1);
+    actual[1].running = false;
+    let p = plan(&desired(1, "8G", "32G"), &actual, &Policy::default());
+    assert_eq!(kinds(&p), ["start 501"]);
+}

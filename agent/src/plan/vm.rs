@@ -1,0 +1,342 @@
+//! Planning one VM, and the whole set of VMs in waves.
+
+use super::actual::ActualVm;
+use super::compare::{diff, Change};
+use super::pveconfig::{desired_config, DesiredConfig};
+use pve_gitops_schema::desired::{DesiredState, DesiredVm};
+use pve_gitops_schema::manifest::vm::CloneSource;
+use pve_gitops_schema::manifest::{Kind, PowerState};
+use pve_gitops_schema::units::Bytes;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Whether the agent may reboot a VM to apply changes PVE left pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RebootPolicy {
+    #[default]
+    Never,
+    Allowed,
+}
+
+/// What the operator allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Policy {
+    /// Delete owned VMs that are no longer declared (off by default: an emptied repository
+    /// must not empty a cluster).
+    pub prune: bool,
+    pub reboot: RebootPolicy,
+}
+
+/// One step against the API.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Create (clone or from scratch) and configure; `start` when it should run.
+    Create {
+        name: String,
+        vmid: Option<u32>,
+        node: String,
+        clone: Option<CloneSource>,
+        config: DesiredConfig,
+        start: bool,
+    },
+    Configure {
+        vmid: u32,
+        node: String,
+        changes: Vec<Change>,
+        digest: Option<String>,
+    },
+    /// Grow a disk to `to` bytes.
+    Resize {
+        vmid: u32,
+        node: String,
+        disk: String,
+        to: u64,
+    },
+    Start {
+        vmid: u32,
+        node: String,
+    },
+    Stop {
+        vmid: u32,
+        node: String,
+    },
+    Reboot {
+        vmid: u32,
+        node: String,
+        pending: Vec<String>,
+    },
+    Delete {
+        vmid: u32,
+        node: String,
+        name: String,
+    },
+}
+
+/// Something the plan reports instead of doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// An owned VM that is no longer declared, kept because pruning is off or it is protected.
+    Orphan {
+        vmid: u32,
+        name: String,
+        protected: bool,
+    },
+    /// Changes PVE will apply at the next reboot, which the policy does not allow.
+    PendingReboot { name: String, keys: Vec<String> },
+    /// A VM with the declared name or vmid exists but is not ours (`adopt: true` takes it).
+    NotOwned { name: String, vmid: u32 },
+    /// A disk is larger than declared: shrinking loses data, so it is refused.
+    ShrinkRefused {
+        name: String,
+        disk: String,
+        actual: u64,
+        desired: u64,
+    },
+    /// The VM runs on another node than declared (migration is not planned).
+    WrongNode {
+        name: String,
+        desired: String,
+        actual: String,
+    },
+}
+
+/// The plan for one VM, and the wave it belongs to (all of wave n before any of n + 1).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    /// Per wave, per VM name, the actions in order.
+    pub waves: Vec<BTreeMap<String, Vec<Action>>>,
+    pub findings: Vec<Finding>,
+}
+
+impl Plan {
+    pub fn actions(&self) -> impl Iterator<Item = &Action> {
+        self.waves.iter().flat_map(|w| w.values().flatten())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.actions().next().is_none()
+    }
+}
+
+/// Size in bytes of a disk value `rbd:vm-1-disk-0,size=30G`.
+fn disk_size(value: &str) -> Option<u64> {
+    let size = value.split(',').find_map(|o| o.strip_prefix("size="))?;
+    Bytes::parse_with_default(size, 1 << 30).ok().map(|b| b.0)
+}
+
+/// Plan one declared VM against its actual counterpart (`None`: it does not exist yet).
+pub fn plan_vm(
+    vm: &DesiredVm,
+    actual: Option<&ActualVm>,
+    policy: &Policy,
+    findings: &mut Vec<Finding>,
+) -> Vec<Action> {
+    let config = desired_config(vm, |_| None);
+    let name = vm.name.to_string();
+    let want_running = vm.spec.power_state.unwrap_or_default() == PowerState::Running;
+    let Some(a) = actual else {
+        return vec![Action::Create {
+            name,
+            vmid: vm.vmid.map(|v| v.get()),
+            node: vm.node.to_string(),
+            clone: vm.spec.clone.clone(),
+            config,
+            start: want_running,
+        }];
+    };
+    if !a.owned() && !vm.spec.adopt {
+        findings.push(Finding::NotOwned { name, vmid: a.vmid });
+        return Vec::new();
+    }
+    if a.node != vm.node.as_str() {
+        findings.push(Finding::WrongNode {
+            name: name.clone(),
+            desired: vm.node.to_string(),
+            actual: a.node.clone(),
+        });
+    }
+    let node = a.node.clone();
+    let mut out = Vec::new();
+    // Disks: sizes first (grow only), then options via the config diff below.
+    let mut refused = BTreeSet::new();
+    for d in &vm.spec.disks {
+        let slot = d.slot.to_string();
+        let Some(have) = a.config.get(&slot).and_then(|v| disk_size(v)) else {
+            continue;
+        };
+        let want = d.size.bytes();
+        if want > have {
+            out.push(Action::Resize {
+                vmid: a.vmid,
+                node: node.clone(),
+                disk: slot,
+                to: want,
+            });
+        } else if want < have {
+            refused.insert(slot.clone());
+            findings.push(Finding::ShrinkRefused {
+                name: name.clone(),
+                disk: slot,
+                actual: have,
+                desired: want,
+            });
+        }
+    }
+    let changes: Vec<Change> = diff(&config, &a.config)
+        .into_iter()
+        .filter(|c| !refused.contains(&c.key))
+        .collect();
+    if !changes.is_empty() {
+        out.insert(
+            0,
+            Action::Configure {
+                vmid: a.vmid,
+                node: node.clone(),
+                changes,
+                digest: a.digest.clone(),
+            },
+        );
+    }
+    match (want_running, a.running) {
+        (true, false) => out.push(Action::Start { vmid: a.vmid, node }),
+        (false, true) => out.push(Action::Stop { vmid: a.vmid, node }),
+        (true, true) if !a.pending.is_empty() => {
+            let keys: Vec<String> = a.pending.iter().cloned().collect();
+            match policy.reboot {
+                RebootPolicy::Allowed => out.push(Action::Reboot {
+                    vmid: a.vmid,
+                    node,
+                    pending: keys,
+                }),
+                RebootPolicy::Never => findings.push(Finding::PendingReboot { name, keys }),
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// Plan every VM: declared ones against what exists (matched by vmid, else by name), owned
+/// ones no longer declared pruned or reported, in waves that respect `dependsOn`.
+pub fn plan(desired: &DesiredState, actual: &[ActualVm], policy: &Policy) -> Plan {
+    let mut plan = Plan::default();
+    let mut matched = BTreeSet::new();
+    let mut per_vm: BTreeMap<String, Vec<Action>> = BTreeMap::new();
+    for vm in &desired.vms {
+        let found = actual
+            .iter()
+            .filter(|a| !a.template)
+            .find(|a| match vm.vmid {
+                Some(id) => a.vmid == id.get(),
+                None => a.name == vm.name.as_str(),
+            });
+        if let Some(a) = found {
+            matched.insert(a.vmid);
+        }
+        per_vm.insert(
+            vm.name.to_string(),
+            plan_vm(vm, found, policy, &mut plan.findings),
+        );
+    }
+    let mut deletes = BTreeMap::new();
+    for a in actual
+        .iter()
+        .filter(|a| a.owned() && !a.template && !matched.contains(&a.vmid))
+    {
+        if policy.prune && !a.protected() {
+            let mut steps = Vec::new();
+            if a.running {
+                steps.push(Action::Stop {
+                    vmid: a.vmid,
+                    node: a.node.clone(),
+                });
+            }
+            steps.push(Action::Delete {
+                vmid: a.vmid,
+                node: a.node.clone(),
+                name: a.name.clone(),
+            });
+            deletes.insert(a.name.clone(), steps);
+        } else {
+            plan.findings.push(Finding::Orphan {
+                vmid: a.vmid,
+                name: a.name.clone(),
+                protected: a.protected(),
+            });
+        }
+    }
+    for (i, names) in waves(desired).into_iter().enumerate() {
+        let wave: BTreeMap<String, Vec<Action>> = names
+            .into_iter()
+            .filter_map(|n| per_vm.remove(&n).map(|a| (n, a)))
+            .filter(|(_, a)| !a.is_empty())
+            .collect();
+        if plan.waves.len() <= i {
+            plan.waves.push(BTreeMap::new());
+        }
+        plan.waves[i].extend(wave);
+    }
+    if !deletes.is_empty() {
+        // Deletions go last: nothing declared depends on them, and creates come first.
+        plan.waves.push(deletes);
+    }
+    plan.waves.retain(|w| !w.is_empty());
+    plan
+}
+
+/// VM names by wave: a VM comes after every VM it depends on (`VirtualMachine/x`, or all
+/// members of `VirtualMachineSet/x`). Validation has already refused cycles.
+pub fn waves(desired: &DesiredState) -> Vec<Vec<String>> {
+    let deps: BTreeMap<&str, Vec<&str>> = desired
+        .vms
+        .iter()
+        .map(|vm| {
+            let d = vm
+                .depends_on
+                .iter()
+                .flat_map(|r| {
+                    desired.vms.iter().filter(move |o| match r.kind {
+                        Kind::VirtualMachine => o.name == r.name,
+                        Kind::VirtualMachineSet => {
+                            o.member_of.as_ref().is_some_and(|m| m.set == r.name)
+                        }
+                        _ => false,
+                    })
+                })
+                .map(|o| o.name.as_str())
+                .collect();
+            (vm.name.as_str(), d)
+        })
+        .collect();
+    let mut level: BTreeMap<&str, usize> = BTreeMap::new();
+    fn depth<'a>(
+        n: &'a str,
+        deps: &BTreeMap<&'a str, Vec<&'a str>>,
+        level: &mut BTreeMap<&'a str, usize>,
+        guard: usize,
+    ) -> usize {
+        if let Some(l) = level.get(n) {
+            return *l;
+        }
+        let l = if guard > deps.len() {
+            0 // a cycle: validation refuses these; do not recurse forever
+        } else {
+            deps.get(n).map_or(0, |ds| {
+                ds.iter()
+                    .map(|d| depth(d, deps, level, guard + 1) + 1)
+                    .max()
+                    .unwrap_or(0)
+            })
+        };
+        level.insert(n, l);
+        l
+    }
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for vm in &desired.vms {
+        let l = depth(vm.name.as_str(), &deps, &mut level, 0);
+        if out.len() <= l {
+            out.resize(l + 1, Vec::new());
+        }
+        out[l].push(vm.name.to_string());
+    }
+    out
+}
