@@ -3,5 +3,6 @@
 pub mod cli;
 pub mod commands;
 pub mod manifests;
+pub mod observe;
 pub mod plan;
 pub mod pve;

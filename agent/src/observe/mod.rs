@@ -1,0 +1,70 @@
+//! Observing the cluster: the actual state of the VMs the plan may touch, with as few API
+//! calls as possible.
+//!
+//! One `GET /cluster/resources?type=vm` lists every guest with node, status, template flag
+//! and tags. Only candidates — guests carrying the ownership tag, or whose vmid or name a
+//! manifest declares — cost more: their config, and their pending changes when running.
+//! Everything else in the cluster is never read.
+
+use crate::plan::actual::ActualVm;
+use crate::pve::{PveClient, PveError, ResourceType};
+use pve_gitops_schema::ids::OWNER_TAG;
+use pve_gitops_schema::DesiredState;
+use std::collections::BTreeSet;
+
+/// The actual state of the candidate VMs (templates excluded: they are sources, not targets).
+pub async fn observe_vms(
+    client: &PveClient,
+    desired: &DesiredState,
+) -> Result<Vec<ActualVm>, PveError> {
+    let names: BTreeSet<&str> = desired.vms.iter().map(|v| v.name.as_str()).collect();
+    let vmids: BTreeSet<u32> = desired
+        .vms
+        .iter()
+        .filter_map(|v| v.vmid.map(|id| id.get()))
+        .collect();
+    let mut out = Vec::new();
+    for r in client.cluster_resources(Some(ResourceType::Vm)).await? {
+        let (Some(vmid), Some(node)) = (r.vmid, r.node.clone()) else {
+            continue;
+        };
+        if r.kind != "qemu" || r.template {
+            continue;
+        }
+        let vmid = vmid as u32;
+        let name = r.name.clone().unwrap_or_default();
+        let tags: BTreeSet<String> = r.tag_list().into_iter().map(str::to_string).collect();
+        if !(tags.contains(OWNER_TAG) || vmids.contains(&vmid) || names.contains(name.as_str())) {
+            continue;
+        }
+        let config = client.get_vm_config(&node, vmid).await?;
+        let running = r.status.as_deref() == Some("running");
+        let pending = if running {
+            client
+                .vm_pending(&node, vmid)
+                .await?
+                .into_iter()
+                .filter(|p| p.is_pending())
+                .map(|p| p.key)
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        out.push(ActualVm {
+            vmid,
+            name,
+            node,
+            running,
+            template: false,
+            tags,
+            digest: config.digest().map(str::to_string),
+            config: config
+                .values()
+                .keys()
+                .filter_map(|k| config.text(k).map(|v| (k.clone(), v)))
+                .collect(),
+            pending,
+        });
+    }
+    Ok(out)
+}
