@@ -20,12 +20,52 @@ pub fn diff(desired: &DesiredConfig, actual: &BTreeMap<String, String>) -> Vec<C
     desired
         .iter()
         .filter(|(key, want)| !matches(key, want, actual.get(key.as_str()).map(String::as_str)))
-        .map(|(key, want)| Change {
-            key: key.clone(),
-            from: actual.get(key.as_str()).cloned(),
-            to: want.text.clone(),
+        .map(|(key, want)| {
+            let from = actual.get(key.as_str()).cloned();
+            let to = match (&from, want.compare) {
+                (Some(have), Compare::Options(head @ (Head::Storage | Head::Model))) => {
+                    keep_head(have, &want.text, head)
+                }
+                _ => want.text.clone(),
+            };
+            Change {
+                key: key.clone(),
+                from,
+                to,
+            }
         })
         .collect()
+}
+
+/// The value to send for an existing disk or NIC: PVE's head (the volume id, the MAC it
+/// generated) and options, with the desired options over them. Sending `rbd:30` for an
+/// existing `scsi0` would allocate a new disk; sending `virtio` would change the MAC.
+fn keep_head(have: &str, want: &str, head: Head) -> String {
+    let mut items = have.split(',').map(str::trim).filter(|s| !s.is_empty());
+    let have_head = items.next().unwrap_or_default();
+    let mut opts: Vec<(String, String)> = items
+        .filter_map(|i| i.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut want_items = want.split(',');
+    let want_head = want_items.next().unwrap_or_default();
+    for (k, v) in want_items.filter_map(|i| i.split_once('=')) {
+        match opts.iter_mut().find(|(ok, _)| ok == k) {
+            Some(slot) => slot.1 = v.to_string(),
+            None => opts.push((k.to_string(), v.to_string())),
+        }
+    }
+    // A NIC whose model changes keeps its MAC: `e1000=<mac>`.
+    let head_text = match (head, have_head.split_once('=')) {
+        (Head::Model, Some((_, mac))) => {
+            format!("{}={mac}", want_head.split('=').next().unwrap_or(want_head))
+        }
+        _ => have_head.to_string(),
+    };
+    std::iter::once(head_text)
+        .chain(opts.into_iter().map(|(k, v)| format!("{k}={v}")))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Whether PVE's `actual` value already satisfies `want` for `key`.

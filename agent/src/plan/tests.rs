@@ -212,3 +212,34 @@ fn a_fixed_mac_is_compared() {
     );
     assert_eq!(changed_keys(&desired(&text), &actual), ["net0"]);
 }
+
+#[test]
+fn changes_to_existing_disks_and_nics_keep_the_volume_and_the_mac() {
+    let mut actual = converged();
+    actual.insert(
+        "scsi0".into(),
+        "rbd:vm-3001-disk-0,discard=on,iothread=0,size=30G,ssd=1".into(),
+    );
+    actual.insert(
+        "net0".into(),
+        "e1000=BC:24:11:5E:7A:01,bridge=vmbr2,firewall=1,tag=30".into(),
+    );
+    let changes = diff(&desired(VM), &actual);
+    let to: Vec<(&str, &str)> = changes
+        .iter()
+        .map(|c| (c.key.as_str(), c.to.as_str()))
+        .collect();
+    assert_eq!(
+        to,
+        [
+            (
+                "net0",
+                "virtio=BC:24:11:5E:7A:01,bridge=vmbr2,firewall=1,tag=20"
+            ),
+            (
+                "scsi0",
+                "rbd:vm-3001-disk-0,discard=on,iothread=1,size=30G,ssd=1"
+            ),
+        ]
+    );
+}
