@@ -1,5 +1,6 @@
 //! The pve-gitops agent library: everything the binary wires together.
 
+pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod manifests;

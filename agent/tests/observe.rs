@@ -4,7 +4,7 @@
 #[macro_use]
 mod support;
 
-use pve_gitops::observe::observe_vms;
+use pve_gitops::observe::observe;
 use pve_gitops::plan::{plan, Action, Finding, Policy};
 use pve_gitops_schema::{load, Repository};
 use serde_json::json;
@@ -53,7 +53,7 @@ async fn only_candidates_are_read_and_the_plan_follows_the_cluster() {
     let desired = load(&repo).unwrap_or_else(|e| panic!("{e}"));
     let client = pve.client();
     control.reset_counters().await;
-    let actual = observe_vms(&client, &desired).await.expect("observe");
+    let actual = observe(&client, &desired).await.expect("observe").vms;
 
     let seen: Vec<(u32, &str, bool)> = actual
         .iter()
@@ -89,7 +89,7 @@ async fn only_candidates_are_read_and_the_plan_follows_the_cluster() {
     control
         .update_vm(501, json!({"config": {"memory": 2048}}))
         .await;
-    let actual = observe_vms(&client, &desired).await.expect("observe");
+    let actual = observe(&client, &desired).await.expect("observe").vms;
     let p = plan(&desired, &actual, &Policy::default());
     let configure: Vec<String> = p
         .actions()

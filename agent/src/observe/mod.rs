@@ -6,29 +6,45 @@
 //! manifest declares — cost more: their config, and their pending changes when running.
 //! Everything else in the cluster is never read.
 
+use crate::apply::Templates;
 use crate::plan::actual::ActualVm;
 use crate::pve::{PveClient, PveError, ResourceType};
 use pve_gitops_schema::ids::OWNER_TAG;
 use pve_gitops_schema::DesiredState;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// The actual state of the candidate VMs (templates excluded: they are sources, not targets).
-pub async fn observe_vms(
-    client: &PveClient,
-    desired: &DesiredState,
-) -> Result<Vec<ActualVm>, PveError> {
+/// What one observation found.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// The candidate VMs (templates excluded: they are sources, not targets).
+    pub vms: Vec<ActualVm>,
+    /// Where the cluster's templates are, for clones.
+    pub templates: Templates,
+}
+
+/// Observe the candidate VMs and the templates.
+pub async fn observe(client: &PveClient, desired: &DesiredState) -> Result<Observed, PveError> {
     let names: BTreeSet<&str> = desired.vms.iter().map(|v| v.name.as_str()).collect();
     let vmids: BTreeSet<u32> = desired
         .vms
         .iter()
         .filter_map(|v| v.vmid.map(|id| id.get()))
         .collect();
-    let mut out = Vec::new();
+    let mut out = Observed::default();
+    out.templates.by_name = desired
+        .templates
+        .iter()
+        .map(|t| (t.name.to_string(), t.spec.vmid.get()))
+        .collect();
     for r in client.cluster_resources(Some(ResourceType::Vm)).await? {
         let (Some(vmid), Some(node)) = (r.vmid, r.node.clone()) else {
             continue;
         };
-        if r.kind != "qemu" || r.template {
+        if r.kind != "qemu" {
+            continue;
+        }
+        if r.template {
+            out.templates.nodes.insert(vmid as u32, node);
             continue;
         }
         let vmid = vmid as u32;
@@ -45,12 +61,19 @@ pub async fn observe_vms(
                 .await?
                 .into_iter()
                 .filter(|p| p.is_pending())
-                .map(|p| p.key)
+                .map(|p| {
+                    let value = if p.delete {
+                        None
+                    } else {
+                        p.pending.as_ref().map(value_text)
+                    };
+                    (p.key, value)
+                })
                 .collect()
         } else {
-            BTreeSet::new()
+            BTreeMap::new()
         };
-        out.push(ActualVm {
+        out.vms.push(ActualVm {
             vmid,
             name,
             node,
@@ -67,4 +90,12 @@ pub async fn observe_vms(
         });
     }
     Ok(out)
+}
+
+/// A pending value as text, as PVE would show it in the config.
+fn value_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }

@@ -58,7 +58,7 @@ fn existing(vmid: u32, name: &str, node: &str, memory: &str, disk: Option<&str>)
         template: false,
         tags: BTreeSet::from(["pve-gitops".to_string()]),
         config,
-        pending: BTreeSet::new(),
+        pending: BTreeMap::new(),
         digest: Some("d1".into()),
     }
 }
@@ -213,7 +213,7 @@ fn memory_change_and_disk_grow_apply_a_shrink_is_refused() {
 #[test]
 fn pending_changes_wait_for_a_reboot_the_policy_allows() {
     let mut actual = cluster(1);
-    actual[1].pending.insert("cores".into());
+    actual[1].pending.insert("cores".into(), Some("8".into()));
     let p = plan(&desired(1, "8G", "32G"), &actual, &Policy::default());
     assert!(p.is_empty());
     assert_eq!(

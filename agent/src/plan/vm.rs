@@ -29,8 +29,10 @@ pub struct Policy {
 /// One step against the API.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Create (clone or from scratch) and configure; `start` when it should run.
+    /// Create (clone or from scratch), configure, grow cloned disks to `disks` (slot,
+    /// bytes); `start` when it should run.
     Create {
+        disks: Vec<(String, u64)>,
         name: String,
         vmid: Option<u32>,
         node: String,
@@ -118,7 +120,7 @@ impl Plan {
 }
 
 /// Size in bytes of a disk value `rbd:vm-1-disk-0,size=30G`.
-fn disk_size(value: &str) -> Option<u64> {
+pub fn disk_size(value: &str) -> Option<u64> {
     let size = value.split(',').find_map(|o| o.strip_prefix("size="))?;
     Bytes::parse_with_default(size, 1 << 30).ok().map(|b| b.0)
 }
@@ -135,6 +137,12 @@ pub fn plan_vm(
     let want_running = vm.spec.power_state.unwrap_or_default() == PowerState::Running;
     let Some(a) = actual else {
         return vec![Action::Create {
+            disks: vm
+                .spec
+                .disks
+                .iter()
+                .map(|d| (d.slot.to_string(), d.size.bytes()))
+                .collect(),
             name,
             vmid: vm.vmid.map(|v| v.get()),
             node: vm.node.to_string(),
@@ -181,7 +189,7 @@ pub fn plan_vm(
             });
         }
     }
-    let changes: Vec<Change> = diff(&config, &a.config)
+    let changes: Vec<Change> = diff(&config, &a.effective_config())
         .into_iter()
         .filter(|c| !refused.contains(&c.key))
         .collect();
@@ -200,7 +208,7 @@ pub fn plan_vm(
         (true, false) => out.push(Action::Start { vmid: a.vmid, node }),
         (false, true) => out.push(Action::Stop { vmid: a.vmid, node }),
         (true, true) if !a.pending.is_empty() => {
-            let keys: Vec<String> = a.pending.iter().cloned().collect();
+            let keys: Vec<String> = a.pending.keys().cloned().collect();
             match policy.reboot {
                 RebootPolicy::Allowed => out.push(Action::Reboot {
                     vmid: a.vmid,
