@@ -35,6 +35,69 @@ pub enum Command {
     },
     /// Print the JSON Schema of manifest documents (for yaml-language-server).
     Schema,
+    /// Show what `apply` would change (`+` create, `~` change, `-` delete, `!` reported).
+    ///
+    /// Exit status 0 when the cluster matches, 2 when changes are pending, 1 when the
+    /// manifests are invalid.
+    Plan {
+        dir: PathBuf,
+        #[command(flatten)]
+        connection: Connection,
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Make the cluster match the manifests.
+    Apply {
+        /// Run one pass and exit (the daemon loop comes with `run`).
+        #[arg(long, required = true)]
+        once: bool,
+        dir: PathBuf,
+        #[command(flatten)]
+        connection: Connection,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// VMs changed at once.
+        #[arg(long, default_value_t = 4)]
+        parallelism: usize,
+    },
+}
+
+/// How to reach the Proxmox API.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connection {
+    /// API base URL.
+    #[arg(long, default_value = "https://127.0.0.1:8006/api2/json")]
+    pub api_url: String,
+    /// File holding the API token as `USER@REALM!TOKENID=SECRET`.
+    #[arg(long, default_value = "/etc/pve/priv/pve-gitops/token")]
+    pub token_file: PathBuf,
+    /// CA certificate(s) to verify the API's certificate against.
+    #[arg(
+        long,
+        default_value = "/etc/pve/pve-root-ca.pem",
+        conflicts_with = "fingerprint"
+    )]
+    pub ca_file: PathBuf,
+    /// Pin the API certificate by SHA-256 fingerprint (`AB:CD:...`) instead of a CA.
+    #[arg(long)]
+    pub fingerprint: Option<String>,
+}
+
+/// What the agent may do.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyArgs {
+    /// Delete owned VMs that are no longer declared.
+    #[arg(long)]
+    pub prune: bool,
+    /// Whether a VM may be rebooted to apply changes PVE keeps pending.
+    #[arg(long, value_enum, default_value_t = Reboot::Never)]
+    pub reboot: Reboot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Reboot {
+    Never,
+    Allowed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

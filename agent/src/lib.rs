@@ -7,3 +7,4 @@ pub mod manifests;
 pub mod observe;
 pub mod plan;
 pub mod pve;
+pub mod reconcile;

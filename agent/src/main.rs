@@ -11,6 +11,18 @@ fn main() {
         Command::Validate { dir, format } => commands::validate(&dir, format),
         Command::Render { dir, summary } => commands::render(&dir, summary),
         Command::Schema => commands::schema(),
+        Command::Plan {
+            dir,
+            connection,
+            policy,
+        } => pve_gitops::reconcile::plan_command(&dir, &connection, &policy),
+        Command::Apply {
+            dir,
+            connection,
+            policy,
+            parallelism,
+            ..
+        } => pve_gitops::reconcile::apply_command(&dir, &connection, &policy, parallelism),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -1,0 +1,195 @@
+//! One reconcile pass as the CLI runs it: load the manifests, observe, plan, and (for
+//! `apply`) execute, printing what happens.
+
+use crate::apply::{apply, Report};
+use crate::cli::{Connection, PolicyArgs, Reboot};
+use crate::observe::observe;
+use crate::plan::{plan, Action, Finding, Plan, Policy, RebootPolicy};
+use crate::pve::{ApiToken, ClientOptions, PveClient, TlsTrust};
+use anyhow::{Context, Result};
+use std::fmt::Write;
+use std::path::Path;
+
+/// Exit code of `plan` when changes are pending (like `terraform plan -detailed-exitcode`).
+pub const EXIT_CHANGES: i32 = 2;
+
+pub fn client(c: &Connection) -> Result<PveClient> {
+    let text = std::fs::read_to_string(&c.token_file)
+        .with_context(|| format!("cannot read the API token from {}", c.token_file.display()))?;
+    let token = ApiToken::parse(&text).with_context(|| format!("{}", c.token_file.display()))?;
+    let mut o = ClientOptions::new(token);
+    o.base_url = c
+        .api_url
+        .trim_end_matches('/')
+        .trim_end_matches("/api2/json")
+        .to_string();
+    o.tls = match &c.fingerprint {
+        Some(f) => TlsTrust::Fingerprint(
+            f.parse()
+                .map_err(|e| anyhow::anyhow!("--fingerprint: {e}"))?,
+        ),
+        None => TlsTrust::CaFile(c.ca_file.clone()),
+    };
+    Ok(PveClient::new(o)?)
+}
+
+fn policy(p: &PolicyArgs) -> Policy {
+    Policy {
+        prune: p.prune,
+        reboot: match p.reboot {
+            Reboot::Never => RebootPolicy::Never,
+            Reboot::Allowed => RebootPolicy::Allowed,
+        },
+    }
+}
+
+/// The plan as an operator reads it: one line per action or finding.
+pub fn describe(p: &Plan) -> String {
+    let mut out = String::new();
+    for (i, wave) in p.waves.iter().enumerate() {
+        for (name, actions) in wave {
+            for a in actions {
+                let line = match a {
+                    Action::Create {
+                        vmid, node, clone, ..
+                    } => format!(
+                        "+ {name}: create{} on {node}{}",
+                        vmid.map_or(String::new(), |v| format!(" {v}")),
+                        clone
+                            .as_ref()
+                            .map_or(String::new(), |c| format!(" (clone of {})", c.template))
+                    ),
+                    Action::Configure { changes, .. } => {
+                        let c: Vec<String> = changes
+                            .iter()
+                            .map(|c| {
+                                format!(
+                                    "{}: {} -> {}",
+                                    c.key,
+                                    c.from.as_deref().unwrap_or("(unset)"),
+                                    if c.key == "cipassword" {
+                                        "(secret)"
+                                    } else {
+                                        &c.to
+                                    }
+                                )
+                            })
+                            .collect();
+                        format!("~ {name}: {}", c.join("; "))
+                    }
+                    Action::Resize { disk, to, .. } => format!(
+                        "~ {name}: grow {disk} to {}",
+                        pve_gitops_schema::units::Bytes(*to)
+                    ),
+                    Action::Start { .. } => format!("~ {name}: start"),
+                    Action::Stop { .. } => format!("~ {name}: stop"),
+                    Action::Reboot { pending, .. } => {
+                        format!("~ {name}: reboot to apply {}", pending.join(", "))
+                    }
+                    Action::Delete { vmid, .. } => format!("- {name}: delete {vmid}"),
+                };
+                let _ = writeln!(out, "[wave {}] {line}", i + 1);
+            }
+        }
+    }
+    for f in &p.findings {
+        let line = match f {
+            Finding::Orphan { vmid, name, protected } => format!(
+                "! {name} ({vmid}): no longer declared; kept ({})",
+                if *protected { "protected" } else { "pruning is off" }
+            ),
+            Finding::PendingReboot { name, keys } => format!("! {name}: {} pending until a reboot (reboot policy: never)", keys.join(", ")),
+            Finding::NotOwned { name, vmid } => format!("! {name}: VM {vmid} exists but is not managed by pve-gitops (set adopt: true to take it over)"),
+            Finding::ShrinkRefused { name, disk, actual, desired } => format!(
+                "! {name}: {disk} is {} but declared {}: disks are never shrunk",
+                pve_gitops_schema::units::Bytes(*actual),
+                pve_gitops_schema::units::Bytes(*desired)
+            ),
+            Finding::WrongNode { name, desired, actual } => format!("! {name}: runs on {actual}, declared on {desired} (not migrated)"),
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    if p.is_empty() {
+        out.push_str("no changes: the cluster matches the manifests\n");
+    }
+    out
+}
+
+fn load_or_report(dir: &Path) -> Result<Option<pve_gitops_schema::DesiredState>> {
+    let repo = crate::manifests::read_dir(dir)?;
+    match pve_gitops_schema::load(&repo) {
+        Ok(d) => Ok(Some(d)),
+        Err(diags) => {
+            eprint!("{diags}");
+            eprintln!("nothing from this revision would be applied");
+            Ok(None)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+pub fn plan_command(dir: &Path, conn: &Connection, p: &PolicyArgs) -> Result<i32> {
+    let Some(desired) = load_or_report(dir)? else {
+        return Ok(1);
+    };
+    let client = client(conn)?;
+    let plan = runtime()?.block_on(async {
+        let observed = observe(&client, &desired)
+            .await
+            .context("observing the cluster")?;
+        anyhow::Ok(plan(&desired, &observed.vms, &policy(p)))
+    })?;
+    print!("{}", describe(&plan));
+    Ok(if plan.is_empty() { 0 } else { EXIT_CHANGES })
+}
+
+/// The outcome of an apply as lines for the terminal.
+pub fn describe_report(r: &Report) -> String {
+    let mut out = String::new();
+    for (name, done) in &r.done {
+        let _ = writeln!(out, "ok     {name}: {}", done.join(", "));
+    }
+    for (name, e) in &r.failed {
+        let _ = writeln!(out, "FAILED {name}: {e}");
+    }
+    for name in &r.skipped {
+        let _ = writeln!(out, "skip   {name}: an earlier wave failed");
+    }
+    let _ = writeln!(
+        out,
+        "{} changed, {} failed, {} skipped",
+        r.done.len(),
+        r.failed.len(),
+        r.skipped.len()
+    );
+    out
+}
+
+pub fn apply_command(
+    dir: &Path,
+    conn: &Connection,
+    p: &PolicyArgs,
+    parallelism: usize,
+) -> Result<i32> {
+    let Some(desired) = load_or_report(dir)? else {
+        return Ok(1);
+    };
+    let client = client(conn)?;
+    let (plan, report) = runtime()?.block_on(async {
+        let observed = observe(&client, &desired)
+            .await
+            .context("observing the cluster")?;
+        let plan = plan(&desired, &observed.vms, &policy(p));
+        let report = apply(&client, &plan, &observed.templates, parallelism).await;
+        anyhow::Ok((plan, report))
+    })?;
+    print!("{}", describe(&plan));
+    print!("{}", describe_report(&report));
+    Ok(if report.failed.is_empty() { 0 } else { 1 })
+}
