@@ -1,26 +1,43 @@
 #!/usr/bin/env bash
-# The main job on the embedded examples: validate every example system, then show what the
-# agent would converge the seed-000 cluster to. (Reconciling against a simulated cluster
-# joins this demo with the reconcile engine.)
+# The main job end to end on the embedded examples: validate every example system, start a
+# simulated 3-node Proxmox VE cluster (fakepve, installed into a venv here), and let the
+# agent converge the seed-000 cluster: plan, apply, plan again (nothing left to do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=target/debug/pve-gitops
-[ -x "$BIN" ] || cargo build -q -p pve-gitops
+cargo build -q -p pve-gitops
 
 bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 bold "validate every example (each is a seed system from shared/seeds)"
-for dir in examples/*/; do
-    [ -n "$(find "$dir" -maxdepth 3 -name '*.yaml' -print -quit)" ] || continue
+for dir in examples/0*/; do
     "$BIN" validate "$dir"
 done
 
-bold "desired state of examples/000-hashicorp-cluster (pve-gitops render --summary)"
-"$BIN" render --summary examples/000-hashicorp-cluster
-
 bold "a broken revision is rejected as a whole, every error located"
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cp -r examples/000-hashicorp-cluster/. "$tmp/"
-sed -i '0,/replicas: 3/s//replicas: 3\n  replica: 5/' "$tmp"/*.yaml 2>/dev/null || true
-"$BIN" validate "$tmp" || echo "(exit $?: nothing from this revision would be applied)"
+cleanup() { python3 scripts/demo_cluster.py stop "$tmp/pve" 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+cp -r examples/000-hashicorp-cluster "$tmp/broken"
+sed -i 's/^  replicas: 3/  replica: 5/' "$tmp/broken/workers.yaml"
+"$BIN" validate "$tmp/broken" || echo "(exit $?: nothing from this revision would be applied)"
+
+bold "start a simulated cluster (fakepve in a venv)"
+python=$(bash tests/fakepve/setup-venv.sh)
+python3 scripts/demo_cluster.py start "$tmp/pve" "$python"
+api=https://127.0.0.1:$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["api_port"])' "$tmp/pve/info.json")
+ca=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ca_file"])' "$tmp/pve/info.json")
+conn=(--api-url "$api" --token-file "$tmp/pve/token" --ca-file "$ca")
+example=examples/000-hashicorp-cluster
+
+bold "pve-gitops plan $example"
+"$BIN" plan "$example" "${conn[@]}" || [ $? -eq 2 ]
+
+bold "pve-gitops apply --once $example"
+"$BIN" apply --once "$example" "${conn[@]}"
+
+bold "the cluster now"
+python3 scripts/demo_cluster.py table "$tmp/pve"
+
+bold "pve-gitops plan again: nothing left to do"
+"$BIN" plan "$example" "${conn[@]}"

@@ -1,7 +1,7 @@
 //! One reconcile pass as the CLI runs it: load the manifests, observe, plan, and (for
 //! `apply`) execute, printing what happens.
 
-use crate::apply::{apply, Report};
+use crate::apply::{allocate_vmids, apply, Report};
 use crate::cli::{Connection, PolicyArgs, Reboot};
 use crate::observe::observe;
 use crate::plan::{plan, Action, Finding, Plan, Policy, RebootPolicy};
@@ -105,6 +105,9 @@ pub fn describe(p: &Plan) -> String {
                 pve_gitops_schema::units::Bytes(*actual),
                 pve_gitops_schema::units::Bytes(*desired)
             ),
+            Finding::SecretNotApplied { name, key } => {
+                format!("! {name}: {key} not set: it comes from a secret, and decrypting secrets is not supported yet")
+            }
             Finding::WrongNode { name, desired, actual } => format!("! {name}: runs on {actual}, declared on {desired} (not migrated)"),
         };
         let _ = writeln!(out, "{line}");
@@ -185,7 +188,8 @@ pub fn apply_command(
         let observed = observe(&client, &desired)
             .await
             .context("observing the cluster")?;
-        let plan = plan(&desired, &observed.vms, &policy(p));
+        let mut plan = plan(&desired, &observed.vms, &policy(p));
+        allocate_vmids(&mut plan, &observed.used_vmids);
         let report = apply(&client, &plan, &observed.templates, parallelism).await;
         anyhow::Ok((plan, report))
     })?;

@@ -27,7 +27,12 @@ fn run(pve: &FakePve, dir: &std::path::Path, token: &std::path::Path, args: &[&s
     Command::new(env!("CARGO_BIN_EXE_pve-gitops"))
         .args(args)
         .arg(dir)
-        .args(["--api-url", &pve.base_url(), "--token-file", token.to_str().unwrap()])
+        .args([
+            "--api-url",
+            &pve.base_url(),
+            "--token-file",
+            token.to_str().unwrap(),
+        ])
         .args(["--ca-file", pve.info.ca_file.to_str().unwrap()])
         .output()
         .expect("binary runs")
@@ -35,27 +40,58 @@ fn run(pve: &FakePve, dir: &std::path::Path, token: &std::path::Path, args: &[&s
 
 #[tokio::test]
 async fn plan_then_apply_then_nothing_to_do() {
-    let pve = fake!(Options { time_scale: 0.0, ..Options::default() });
+    let pve = fake!(Options {
+        time_scale: 0.0,
+        ..Options::default()
+    });
     pve.control.create_template(9000, "pve1", "local-lvm").await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("vm.yaml"), VM).unwrap();
     let token = dir.path().join(".token");
-    std::fs::write(&token, format!("{}={}\n", pve.info.token_id, pve.info.token_secret)).unwrap();
+    std::fs::write(
+        &token,
+        format!("{}={}\n", pve.info.token_id, pve.info.token_secret),
+    )
+    .unwrap();
 
     let out = run(&pve, dir.path(), &token, &["plan"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("+ k3s: create 300 on pve2 (clone of 9000)"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("+ k3s: create 300 on pve2 (clone of 9000)"),
+        "{stdout}"
+    );
     assert!(pve.control.vm(300).await.is_none(), "plan must not write");
 
     let out = run(&pve, dir.path(), &token, &["apply", "--once"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("1 changed, 0 failed, 0 skipped"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("1 changed, 0 failed, 0 skipped"),
+        "{stdout}"
+    );
     let vm = pve.control.vm(300).await.expect("created");
-    assert_eq!((vm["node"].as_str(), vm["status"].as_str()), (Some("pve2"), Some("running")));
+    assert_eq!(
+        (vm["node"].as_str(), vm["status"].as_str()),
+        (Some("pve2"), Some("running"))
+    );
 
     let out = run(&pve, dir.path(), &token, &["plan"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("no changes"));
 }

@@ -20,6 +20,8 @@ pub struct Observed {
     pub vms: Vec<ActualVm>,
     /// Where the cluster's templates are, for clones.
     pub templates: Templates,
+    /// Every vmid in use in the cluster (guests and templates), to allocate new ones.
+    pub used_vmids: BTreeSet<u32>,
 }
 
 /// Observe the candidate VMs and the templates.
@@ -40,6 +42,7 @@ pub async fn observe(client: &PveClient, desired: &DesiredState) -> Result<Obser
         let (Some(vmid), Some(node)) = (r.vmid, r.node.clone()) else {
             continue;
         };
+        out.used_vmids.insert(vmid as u32);
         if r.kind != "qemu" {
             continue;
         }

@@ -241,3 +241,32 @@ fn a_stopped_vm_is_started() {
     let p = plan(&desired(1, "8G", "32G"), &actual, &Policy::default());
     assert_eq!(kinds(&p), ["start 501"]);
 }
+
+#[test]
+fn a_secret_this_build_cannot_decrypt_is_reported_not_planned() {
+    let mut repo = Repository::new();
+    repo.add(
+        "pw.age",
+        "-----BEGIN AGE ENCRYPTED FILE-----\nx\n-----END AGE ENCRYPTED FILE-----\n",
+    );
+    repo.add(
+        "m.yaml",
+        "apiVersion: pve-gitops/v1alpha1
+kind: VirtualMachine
+metadata: { name: web }
+spec: { vmid: 300, node: pve1, memory: 2G, cloudInit: { password: { file: pw.age } } }
+",
+    );
+    let d = load(&repo).unwrap_or_else(|e| panic!("{e}"));
+    let mut vm = existing(300, "web", "pve1", "2048", None);
+    vm.config.insert("tags".into(), "pve-gitops".into());
+    let p = plan(&d, &[vm], &Policy::default());
+    assert!(p.is_empty(), "{:?}", kinds(&p));
+    assert_eq!(
+        p.findings,
+        [Finding::SecretNotApplied {
+            name: "web".into(),
+            key: "cipassword".into()
+        }]
+    );
+}

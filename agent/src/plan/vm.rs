@@ -2,7 +2,7 @@
 
 use super::actual::ActualVm;
 use super::compare::{diff, Change};
-use super::pveconfig::{desired_config, DesiredConfig};
+use super::pveconfig::{desired_config, Compare, DesiredConfig};
 use pve_gitops_schema::desired::{DesiredState, DesiredVm};
 use pve_gitops_schema::manifest::vm::CloneSource;
 use pve_gitops_schema::manifest::{Kind, PowerState};
@@ -93,6 +93,9 @@ pub enum Finding {
         actual: u64,
         desired: u64,
     },
+    /// A config value that comes from a secret this build cannot decrypt yet; the rest of
+    /// the VM is applied, this key is not.
+    SecretNotApplied { name: String, key: String },
     /// The VM runs on another node than declared (migration is not planned).
     WrongNode {
         name: String,
@@ -125,6 +128,31 @@ pub fn disk_size(value: &str) -> Option<u64> {
     Bytes::parse_with_default(size, 1 << 30).ok().map(|b| b.0)
 }
 
+/// Drop changes to secret-valued keys whose value is not available (decryption arrives
+/// with the secrets support), reporting each instead of proposing it on every pass.
+fn without_secrets(
+    name: &str,
+    config: &DesiredConfig,
+    changes: Vec<Change>,
+    findings: &mut Vec<Finding>,
+) -> Vec<Change> {
+    changes
+        .into_iter()
+        .filter(|c| {
+            let unavailable = config
+                .get(&c.key)
+                .is_some_and(|v| v.compare == Compare::WriteOnce && v.text.is_empty());
+            if unavailable {
+                findings.push(Finding::SecretNotApplied {
+                    name: name.to_string(),
+                    key: c.key.clone(),
+                });
+            }
+            !unavailable
+        })
+        .collect()
+}
+
 /// Plan one declared VM against its actual counterpart (`None`: it does not exist yet).
 pub fn plan_vm(
     vm: &DesiredVm,
@@ -136,6 +164,8 @@ pub fn plan_vm(
     let name = vm.name.to_string();
     let want_running = vm.spec.power_state.unwrap_or_default() == PowerState::Running;
     let Some(a) = actual else {
+        // Report what the create cannot set; apply leaves out values it does not have.
+        let _ = without_secrets(&name, &config, diff(&config, &BTreeMap::new()), findings);
         return vec![Action::Create {
             disks: vm
                 .spec
@@ -189,10 +219,15 @@ pub fn plan_vm(
             });
         }
     }
-    let changes: Vec<Change> = diff(&config, &a.effective_config())
-        .into_iter()
-        .filter(|c| !refused.contains(&c.key))
-        .collect();
+    let changes: Vec<Change> = without_secrets(
+        &name,
+        &config,
+        diff(&config, &a.effective_config()),
+        findings,
+    )
+    .into_iter()
+    .filter(|c| !refused.contains(&c.key))
+    .collect();
     if !changes.is_empty() {
         out.insert(
             0,
