@@ -187,24 +187,14 @@ async fn run(
                 client
                     .set_vm_config(node, vmid, &params(&changes), &[], current.digest())
                     .await?;
-                did.push(format!(
-                    "configure {}",
-                    changes
-                        .iter()
-                        .map(|c| c.key.as_str())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                ));
+                did.push(format!("configure {}", keys(&changes)));
             }
             // A clone has the template's disks: grow them to the declared size (a template
             // disk larger than declared is kept; shrinking is never done).
             for (slot, bytes) in disks {
                 let have = actual.get(slot).and_then(|v| crate::plan::vm::disk_size(v));
                 if have.is_some_and(|h| h < *bytes) {
-                    let size = pve_gitops_schema::units::Bytes(*bytes).pve();
-                    let upid = client.resize_disk(node, vmid, slot, &size, None).await?;
-                    client.wait_optional(upid, TASK_TIMEOUT).await?;
-                    did.push(format!("resize {slot} to {size}"));
+                    did.push(grow(client, node, vmid, slot, *bytes).await?);
                 }
             }
             if *start {
@@ -223,26 +213,14 @@ async fn run(
             client
                 .set_vm_config(node, *vmid, &params(changes), &[], digest.as_deref())
                 .await?;
-            Ok(format!(
-                "configure {}",
-                changes
-                    .iter()
-                    .map(|c| c.key.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ))
+            Ok(format!("configure {}", keys(changes)))
         }
         Action::Resize {
             vmid,
             node,
             disk,
             to,
-        } => {
-            let size = pve_gitops_schema::units::Bytes(*to).pve();
-            let upid = client.resize_disk(node, *vmid, disk, &size, None).await?;
-            client.wait_optional(upid, TASK_TIMEOUT).await?;
-            Ok(format!("resize {disk} to {size}"))
-        }
+        } => grow(client, node, *vmid, disk, *to).await,
         Action::Start { vmid, node } => {
             let upid = client.start_vm(node, *vmid).await?;
             client.wait_task(&upid, TASK_TIMEOUT).await?;
@@ -273,6 +251,29 @@ pub enum ApplyError {
     Pve(#[from] PveError),
     #[error("{0} is not in the cluster")]
     MissingTemplate(String),
+}
+
+/// The changed keys, for the report.
+fn keys(changes: &[crate::plan::compare::Change]) -> String {
+    changes
+        .iter()
+        .map(|c| c.key.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Grow `disk` to `bytes` (PVE only grows; the plan never asks for less).
+async fn grow(
+    client: &PveClient,
+    node: &str,
+    vmid: u32,
+    disk: &str,
+    bytes: u64,
+) -> Result<String, ApplyError> {
+    let size = pve_gitops_schema::units::Bytes(bytes).pve();
+    let upid = client.resize_disk(node, vmid, disk, &size, None).await?;
+    client.wait_optional(upid, TASK_TIMEOUT).await?;
+    Ok(format!("resize {disk} to {size}"))
 }
 
 fn missing(what: &str) -> ApplyError {
