@@ -1,7 +1,7 @@
 //! One reconcile pass as the CLI runs it: load the manifests, observe, plan, and (for
 //! `apply`) execute, printing what happens.
 
-use crate::apply::{allocate_vmids, apply, Report};
+use crate::apply::{allocate_vmids, apply, ApplyOptions, Report};
 use crate::cli::{Connection, PolicyArgs, Reboot};
 use crate::observe::observe;
 use crate::plan::{plan, Action, Finding, Plan, Policy, RebootPolicy};
@@ -109,6 +109,7 @@ pub fn describe(p: &Plan) -> String {
                 format!("! {name}: {key} not set: it comes from a secret, and decrypting secrets is not supported yet")
             }
             Finding::WrongNode { name, desired, actual } => format!("! {name}: runs on {actual}, declared on {desired} (not migrated)"),
+            Finding::Locked { name, vmid, lock } => format!("! {name} ({vmid}): locked by PVE ({lock}); left for a later pass"),
         };
         let _ = writeln!(out, "{line}");
     }
@@ -161,8 +162,8 @@ pub fn describe_report(r: &Report) -> String {
     for (name, e) in &r.failed {
         let _ = writeln!(out, "FAILED {name}: {e}");
     }
-    for name in &r.skipped {
-        let _ = writeln!(out, "skip   {name}: an earlier wave failed");
+    for (name, why) in &r.skipped {
+        let _ = writeln!(out, "skip   {name}: {why}");
     }
     let _ = writeln!(
         out,
@@ -190,7 +191,13 @@ pub fn apply_command(
             .context("observing the cluster")?;
         let mut plan = plan(&desired, &observed.vms, &policy(p));
         allocate_vmids(&mut plan, &observed.used_vmids);
-        let report = apply(&client, &plan, &observed.templates, parallelism).await;
+        let report = apply(
+            &client,
+            &plan,
+            &observed.templates,
+            &ApplyOptions::parallel(parallelism),
+        )
+        .await;
         anyhow::Ok((plan, report))
     })?;
     print!("{}", describe(&plan));

@@ -5,7 +5,7 @@
 #[macro_use]
 mod support;
 
-use pve_gitops::apply::{apply, Report};
+use pve_gitops::apply::{apply, ApplyOptions, Report};
 use pve_gitops::observe::observe;
 use pve_gitops::plan::{plan, Finding, Plan, Policy, RebootPolicy};
 use pve_gitops::pve::PveClient;
@@ -57,7 +57,7 @@ async fn pass(client: &PveClient, repo: &Repository, policy: &Policy) -> (Plan, 
     let desired = load(repo).unwrap_or_else(|e| panic!("{e}"));
     let observed = observe(client, &desired).await.expect("observe");
     let p = plan(&desired, &observed.vms, policy);
-    let report = apply(client, &p, &observed.templates, 4).await;
+    let report = apply(client, &p, &observed.templates, &ApplyOptions::default()).await;
     assert!(report.failed.is_empty(), "{:?}", report.failed);
     (p, report)
 }

@@ -92,9 +92,13 @@ pub struct DesiredVm {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SetMember {
     pub set: Name,
     pub index: usize,
+    /// The set's `maxParallel`: at most this many members are changed at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<u32>,
 }
 
 /// One concrete container.

@@ -23,6 +23,7 @@ certificate, for tests that check a wrong CA is refused.
 import argparse
 import asyncio
 import collections
+import copy
 import hashlib
 import json
 import os
@@ -61,6 +62,9 @@ class CountingPve(FakePve):
         self.reset_counters()
 
     def reset_counters(self):
+        # Tasks of each type running now, and the most that ran at once since the reset.
+        self.running_tasks = getattr(self, 'running_tasks', collections.Counter())
+        self.peak_tasks = collections.Counter()
         self.by_endpoint = collections.Counter()
         self.by_path = collections.Counter()
         self.reads = 0
@@ -80,7 +84,19 @@ class CountingPve(FakePve):
 
     def counters(self):
         return {'total': self.reads + self.writes, 'reads': self.reads, 'writes': self.writes,
-                'by_endpoint': dict(self.by_endpoint), 'by_path': dict(self.by_path)}
+                'by_endpoint': dict(self.by_endpoint), 'by_path': dict(self.by_path),
+                'peak_tasks': dict(self.peak_tasks)}
+
+    async def task(self, node, ttype, tid, user, body, **kwargs):
+        # Counts concurrent tasks per type, so tests can check how many clones ran at once.
+        async def counted():
+            self.running_tasks[ttype] += 1
+            self.peak_tasks[ttype] = max(self.peak_tasks[ttype], self.running_tasks[ttype])
+            try:
+                return await body()
+            finally:
+                self.running_tasks[ttype] -= 1
+        return await super().task(node, ttype, tid, user, counted, **kwargs)
 
     # ------------------------------------------------------------ qemu resize
 
@@ -119,6 +135,20 @@ class CountingPve(FakePve):
                 vol['size'] = new
         return await self.task(vm.node, 'resize', vm.vmid, user, body, vm=vm)
 
+    # ------------------------------------------------------------ guest agents
+
+    # fakepve gives VMs made through the API no guest agent (every agent call answers 'not
+    # running'). A VM cloned from a cloud image with qemu-guest-agent installed answers once
+    # it runs with `agent` enabled: tests set what such VMs answer (a dict as the control
+    # API's "agent" field takes, e.g. {} for fakepve's defaults) with POST /guest_agents.
+    new_vm_agent = None
+
+    async def _agent_call(self, match, values):
+        vm = self.find(values['node'], values['vmid'])
+        if vm.agent is None and self.new_vm_agent is not None and agent_enabled(vm.config.get('agent')):
+            vm.agent = copy.deepcopy(self.new_vm_agent)
+        return await super()._agent_call(match, values)
+
     # ------------------------------------------------------------ state
 
     def register_volumes(self, vm):
@@ -155,6 +185,14 @@ class CountingPve(FakePve):
             'pools': dict((name, sorted(ids)) for name, ids in self.pools.items()),
             'tasks': [dict((k, v) for k, v in t.items() if k != 'log') for t in self.tasklog],
         }
+
+
+def agent_enabled(value):
+    """Whether a config's `agent` value (`1`, `0`, `enabled=1,fstrim_cloned_disks=1`) enables it."""
+    if value is None:
+        return False
+    first = str(value).split(',')[0]
+    return first.partition('=')[2] == '1' if first.startswith('enabled=') else first == '1'
 
 
 def json_error(status, message):
@@ -252,6 +290,14 @@ def control_app(pve):
         if b.get('recover'):
             pve.ceph_recover()
         return web.json_response(dict(pve.ceph, storages=sorted(pve.ceph_storages())))
+
+    @routes.post('/guest_agents')
+    async def guest_agents(request):
+        # {"agent": {...}}: what the agent of VMs made through the API answers once they run with
+        # `agent` enabled ({} for fakepve's defaults; "exec" maps commands to results); null: no agent.
+        b = await body_of(request)
+        pve.new_vm_agent = None if b.get('agent') is None else dict(b['agent'])
+        return web.json_response({'agent': pve.new_vm_agent})
 
     @routes.post('/time_scale')
     async def time_scale(request):

@@ -1,19 +1,26 @@
-//! Executing a plan against the API: waves in order, the VMs of a wave in parallel (bounded),
-//! each VM's actions in order. A failed VM does not stop unrelated ones; VMs in later waves
-//! are skipped when something they may depend on failed.
+//! Executing a plan against the API: waves in order, the VMs of a wave in parallel
+//! (bounded globally, per set by `maxParallel`, per source template for clones), each VM's
+//! actions in order, then its health gate.
+//!
+//! A failed VM does not stop unrelated ones: only the VMs that depend on it (directly or
+//! through other skipped VMs) are skipped, each with the reason. Deletions are skipped
+//! when anything in the pass failed: nothing is destroyed while the cluster is not where
+//! the manifests want it.
 
-use crate::plan::compare::diff;
+mod gate;
+mod steps;
+mod vmids;
+
+pub use gate::GateError;
+pub use vmids::allocate_vmids;
+
+use crate::plan::rollout::Rollout;
 use crate::plan::{Action, Plan};
-use crate::pve::{encode_sshkeys, CloneOptions, Params, PveClient, PveError};
-use pve_gitops_schema::ids::VMID_MIN;
-use pve_gitops_schema::manifest::vm::TemplateRef;
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use crate::pve::{PveClient, PveError};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
-
-/// How long one task (clone, start...) may run before the VM is reported failed.
-const TASK_TIMEOUT: Duration = Duration::from_secs(600);
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Where templates are: vmid → node, and template names (from `Template` manifests) → vmid.
 #[derive(Debug, Clone, Default)]
@@ -22,74 +29,148 @@ pub struct Templates {
     pub by_name: BTreeMap<String, u32>,
 }
 
+/// How much runs at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// VMs changed at once.
+    pub parallelism: usize,
+    /// Clones of one source template at once (`None`: only `parallelism` bounds them).
+    /// Storages whose clones hold a lock on the source need 1.
+    pub clones_per_template: Option<usize>,
+    /// How long one PVE task (clone, start...) may run before its VM is reported failed.
+    /// The task itself goes on: a later pass finds the VM locked and waits for it.
+    pub task_timeout: Duration,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            parallelism: 4,
+            clones_per_template: None,
+            task_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl ApplyOptions {
+    pub fn parallel(parallelism: usize) -> Self {
+        ApplyOptions {
+            parallelism,
+            ..Self::default()
+        }
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
     /// Per VM name, the actions done (e.g. `create 501`, `configure memory`).
     pub done: BTreeMap<String, Vec<String>>,
     pub failed: BTreeMap<String, String>,
-    /// VMs not attempted because an earlier wave failed.
-    pub skipped: Vec<String>,
+    /// VMs not attempted, and why (a dependency failed; a deletion in a failing pass).
+    pub skipped: BTreeMap<String, String>,
 }
 
-/// Give every create without a vmid a free one, before anything runs: parallel creates
-/// asking `/cluster/nextid` would all get the same answer. Free means not used in the
-/// cluster and not declared by another create of this plan.
-pub fn allocate_vmids(plan: &mut Plan, used: &BTreeSet<u32>) {
-    let mut taken: BTreeSet<u32> = used.clone();
-    taken.extend(plan.actions().filter_map(|a| match a {
-        Action::Create { vmid: Some(v), .. } => Some(*v),
-        _ => None,
-    }));
-    let mut next = VMID_MIN;
-    for wave in &mut plan.waves {
-        for action in wave.values_mut().flatten() {
-            if let Action::Create {
-                vmid: vmid @ None, ..
-            } = action
-            {
-                while taken.contains(&next) {
-                    next += 1;
-                }
-                *vmid = Some(next);
-                taken.insert(next);
-            }
+/// Why one action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Pve(#[from] PveError),
+    #[error("{0} is not in the cluster")]
+    MissingTemplate(String),
+    #[error("VM {0} disappeared while it was being created")]
+    Vanished(u32),
+    #[error("VM {0} is still locked ({1}) after its create")]
+    StillLocked(u32, String),
+    #[error("not ready: {0}")]
+    Gate(#[from] GateError),
+}
+
+/// What every VM's run shares: the semaphores that bound what runs at once, and the
+/// task timeout.
+pub(crate) struct Context {
+    pub(crate) task_timeout: Duration,
+    global: Arc<Semaphore>,
+    sets: Mutex<BTreeMap<String, Arc<Semaphore>>>,
+    templates: Mutex<BTreeMap<u32, Arc<Semaphore>>>,
+    clones_per_template: Option<usize>,
+}
+
+impl Context {
+    fn new(options: &ApplyOptions) -> Self {
+        Context {
+            task_timeout: options.task_timeout,
+            global: Arc::new(Semaphore::new(options.parallelism.max(1))),
+            sets: Mutex::default(),
+            templates: Mutex::default(),
+            clones_per_template: options.clones_per_template,
         }
+    }
+
+    fn keyed<K: Ord + Clone>(
+        map: &Mutex<BTreeMap<K, Arc<Semaphore>>>,
+        key: &K,
+        permits: usize,
+    ) -> Arc<Semaphore> {
+        map.lock()
+            .expect("limits lock")
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(permits.max(1))))
+            .clone()
+    }
+
+    /// The permits one VM holds while its actions run: its set's first (so a VM waiting
+    /// for its set does not hold a global slot), then a global one.
+    async fn vm_permits(&self, rollout: Option<&Rollout>) -> Vec<OwnedSemaphorePermit> {
+        let mut permits = Vec::new();
+        if let Some((set, n)) = rollout.and_then(|r| r.set_limit.as_ref()) {
+            let s = Self::keyed(&self.sets, set, *n as usize);
+            permits.push(s.acquire_owned().await.expect("semaphore open"));
+        }
+        let g = self
+            .global
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore open");
+        permits.push(g);
+        permits
+    }
+
+    /// A permit to clone from `template`, when clones of one template are limited.
+    pub(crate) async fn clone_permit(&self, template: u32) -> Option<OwnedSemaphorePermit> {
+        let n = self.clones_per_template?;
+        let s = Self::keyed(&self.templates, &template, n);
+        Some(s.acquire_owned().await.expect("semaphore open"))
     }
 }
 
-/// Run `plan`, at most `parallelism` VMs at once.
+/// Run `plan`.
 pub async fn apply(
     client: &PveClient,
     plan: &Plan,
     templates: &Templates,
-    parallelism: usize,
+    options: &ApplyOptions,
 ) -> Report {
     let mut report = Report::default();
-    let limit = Arc::new(Semaphore::new(parallelism.max(1)));
+    let cx = Arc::new(Context::new(options));
     for wave in &plan.waves {
-        if !report.failed.is_empty() {
-            report.skipped.extend(wave.keys().cloned());
-            continue;
-        }
         let mut tasks = tokio::task::JoinSet::new();
         for (name, actions) in wave {
-            let (client, limit, templates) = (client.clone(), limit.clone(), templates.clone());
+            let rollout = plan.rollout.get(name).cloned();
+            if let Some(reason) = skip_reason(&report, actions, rollout.as_ref()) {
+                report.skipped.insert(name.clone(), reason);
+                continue;
+            }
+            let (client, cx, templates) = (client.clone(), cx.clone(), templates.clone());
             let (name, actions) = (name.clone(), actions.clone());
             tasks.spawn(async move {
-                let _permit = limit.acquire_owned().await.expect("semaphore open");
-                let mut done = Vec::new();
-                for a in &actions {
-                    match run(&client, a, &templates).await {
-                        Ok(what) => done.push(what),
-                        Err(e) => return (name, done, Some(format!("{}: {e}", describe(a)))),
-                    }
-                }
-                (name, done, None)
+                let outcome = run_vm(&client, &actions, rollout.as_ref(), &templates, &cx).await;
+                (name, outcome)
             });
         }
         while let Some(joined) = tasks.join_next().await {
-            let (name, done, err) = joined.expect("apply task panicked");
+            let (name, (done, err)) = joined.expect("apply task panicked");
             if !done.is_empty() {
                 report.done.insert(name.clone(), done);
             }
@@ -101,6 +182,63 @@ pub async fn apply(
     report
 }
 
+/// Why a VM is not attempted, if it is not.
+fn skip_reason(report: &Report, actions: &[Action], rollout: Option<&Rollout>) -> Option<String> {
+    let deletes = actions.iter().any(|a| matches!(a, Action::Delete { .. }));
+    if deletes && !report.failed.is_empty() {
+        return Some(format!(
+            "not deleted while this pass has failures ({})",
+            names(report.failed.keys())
+        ));
+    }
+    let after = rollout.map(|r| &r.after)?;
+    let blocked: Vec<&String> = after
+        .iter()
+        .filter(|d| report.failed.contains_key(*d) || report.skipped.contains_key(*d))
+        .collect();
+    (!blocked.is_empty()).then(|| format!("depends on {} (not ready)", names(blocked.into_iter())))
+}
+
+fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
+    it.map(String::as_str).collect::<Vec<_>>().join(", ")
+}
+
+/// One VM: its actions in order, then its health gate when it was (re)started. Returns
+/// what was done, and the error that stopped it.
+async fn run_vm(
+    client: &PveClient,
+    actions: &[Action],
+    rollout: Option<&Rollout>,
+    templates: &Templates,
+    cx: &Context,
+) -> (Vec<String>, Option<String>) {
+    let _permits = cx.vm_permits(rollout).await;
+    let mut done = Vec::new();
+    for a in actions {
+        if let Err(e) = steps::run(client, a, templates, cx, &mut done).await {
+            return (done, Some(format!("{}: {e}", describe(a))));
+        }
+    }
+    let booted = actions.iter().find_map(|a| match a {
+        Action::Create {
+            vmid: Some(vmid),
+            node,
+            start: true,
+            ..
+        }
+        | Action::Start { vmid, node }
+        | Action::Reboot { vmid, node, .. } => Some((*vmid, node.as_str())),
+        _ => None,
+    });
+    if let (Some(gate), Some((vmid, node))) = (rollout.and_then(|r| r.gate.as_ref()), booted) {
+        match gate::wait_ready(client, node, vmid, gate).await {
+            Ok(()) => done.push("ready".into()),
+            Err(e) => return (done, Some(format!("health gate: {e}"))),
+        }
+    }
+    (done, None)
+}
+
 fn describe(a: &Action) -> String {
     match a {
         Action::Create { name, .. } => format!("create {name}"),
@@ -110,213 +248,5 @@ fn describe(a: &Action) -> String {
         Action::Stop { vmid, .. } => format!("stop {vmid}"),
         Action::Reboot { vmid, .. } => format!("reboot {vmid}"),
         Action::Delete { vmid, .. } => format!("delete {vmid}"),
-    }
-}
-
-/// Config changes as form parameters. Write-once values without a value (a secret not
-/// decrypted here) are left out.
-fn params(changes: &[crate::plan::compare::Change]) -> Params {
-    changes
-        .iter()
-        .filter(|c| !c.to.is_empty())
-        .fold(Params::new(), |p, c| {
-            // PVE wants sshkeys URL-encoded itself (so they are encoded twice on the wire).
-            let value = if c.key == "sshkeys" {
-                encode_sshkeys(c.to.lines())
-            } else {
-                c.to.clone()
-            };
-            p.with(c.key.clone(), value)
-        })
-}
-
-async fn run(
-    client: &PveClient,
-    action: &Action,
-    templates: &Templates,
-) -> Result<String, ApplyError> {
-    match action {
-        Action::Create {
-            name,
-            vmid,
-            node,
-            clone,
-            config,
-            start,
-            disks,
-        } => {
-            let vmid = match vmid {
-                Some(v) => *v,
-                None => client.nextid().await?,
-            };
-            let mut did = vec![format!("create {vmid}")];
-            if let Some(c) = clone {
-                let tvmid = match &c.template {
-                    TemplateRef::Vmid(v) => v.get(),
-                    TemplateRef::Name(n) => *templates
-                        .by_name
-                        .get(n.as_str())
-                        .ok_or_else(|| missing(&format!("template {n}")))?,
-                };
-                let tnode = templates
-                    .nodes
-                    .get(&tvmid)
-                    .ok_or_else(|| missing(&format!("template {tvmid}")))?;
-                let mut opts = CloneOptions::new(vmid);
-                opts.name = Some(name.clone());
-                opts.full = Some(c.full);
-                opts.storage = c.storage.as_ref().map(ToString::to_string);
-                opts.target = (tnode != node).then(|| node.clone());
-                let upid = client.clone_vm(tnode, tvmid, &opts).await?;
-                client.wait_task(&upid, TASK_TIMEOUT).await?;
-            } else {
-                let upid = client
-                    .create_vm(node, vmid, &Params::new().with("name", name.clone()))
-                    .await?;
-                client.wait_task(&upid, TASK_TIMEOUT).await?;
-            }
-            // Configure what the clone (or the empty VM) does not have yet.
-            let current = client.get_vm_config(node, vmid).await?;
-            let actual: BTreeMap<String, String> = current
-                .values()
-                .keys()
-                .filter_map(|k| current.text(k).map(|v| (k.clone(), v)))
-                .collect();
-            let changes = diff(config, &actual);
-            if !changes.is_empty() {
-                client
-                    .set_vm_config(node, vmid, &params(&changes), &[], current.digest())
-                    .await?;
-                did.push(format!("configure {}", keys(&changes)));
-            }
-            // A clone has the template's disks: grow them to the declared size (a template
-            // disk larger than declared is kept; shrinking is never done).
-            for (slot, bytes) in disks {
-                let have = actual.get(slot).and_then(|v| crate::plan::vm::disk_size(v));
-                if have.is_some_and(|h| h < *bytes) {
-                    did.push(grow(client, node, vmid, slot, *bytes).await?);
-                }
-            }
-            if *start {
-                let upid = client.start_vm(node, vmid).await?;
-                client.wait_task(&upid, TASK_TIMEOUT).await?;
-                did.push("start".into());
-            }
-            Ok(did.join(", "))
-        }
-        Action::Configure {
-            vmid,
-            node,
-            changes,
-            digest,
-        } => {
-            client
-                .set_vm_config(node, *vmid, &params(changes), &[], digest.as_deref())
-                .await?;
-            Ok(format!("configure {}", keys(changes)))
-        }
-        Action::Resize {
-            vmid,
-            node,
-            disk,
-            to,
-        } => grow(client, node, *vmid, disk, *to).await,
-        Action::Start { vmid, node } => {
-            let upid = client.start_vm(node, *vmid).await?;
-            client.wait_task(&upid, TASK_TIMEOUT).await?;
-            Ok("start".into())
-        }
-        Action::Stop { vmid, node } => {
-            let upid = client.stop_vm(node, *vmid).await?;
-            client.wait_task(&upid, TASK_TIMEOUT).await?;
-            Ok("stop".into())
-        }
-        Action::Reboot { vmid, node, .. } => {
-            let upid = client.reboot_vm(node, *vmid).await?;
-            client.wait_task(&upid, TASK_TIMEOUT).await?;
-            Ok("reboot".into())
-        }
-        Action::Delete { vmid, node, .. } => {
-            let upid = client.delete_vm(node, *vmid, true, true).await?;
-            client.wait_task(&upid, TASK_TIMEOUT).await?;
-            Ok("delete".into())
-        }
-    }
-}
-
-/// Why one action failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    #[error(transparent)]
-    Pve(#[from] PveError),
-    #[error("{0} is not in the cluster")]
-    MissingTemplate(String),
-}
-
-/// The changed keys, for the report.
-fn keys(changes: &[crate::plan::compare::Change]) -> String {
-    changes
-        .iter()
-        .map(|c| c.key.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Grow `disk` to `bytes` (PVE only grows; the plan never asks for less).
-async fn grow(
-    client: &PveClient,
-    node: &str,
-    vmid: u32,
-    disk: &str,
-    bytes: u64,
-) -> Result<String, ApplyError> {
-    let size = pve_gitops_schema::units::Bytes(bytes).pve();
-    let upid = client.resize_disk(node, vmid, disk, &size, None).await?;
-    client.wait_optional(upid, TASK_TIMEOUT).await?;
-    Ok(format!("resize {disk} to {size}"))
-}
-
-fn missing(what: &str) -> ApplyError {
-    ApplyError::MissingTemplate(what.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::plan::pveconfig::DesiredConfig;
-
-    fn create(name: &str, vmid: Option<u32>) -> Vec<Action> {
-        vec![Action::Create {
-            disks: Vec::new(),
-            name: name.into(),
-            vmid,
-            node: "pve1".into(),
-            clone: None,
-            config: DesiredConfig::new(),
-            start: false,
-        }]
-    }
-
-    /// Parallel creates must not race for one `/cluster/nextid`: each gets its own free id,
-    /// skipping ids in use and ids other creates declare.
-    #[test]
-    fn allocation_skips_used_and_declared_vmids() {
-        let mut plan = Plan::default();
-        plan.waves.push(BTreeMap::from([
-            ("a".to_string(), create("a", None)),
-            ("b".to_string(), create("b", Some(102))),
-            ("c".to_string(), create("c", None)),
-        ]));
-        plan.waves
-            .push(BTreeMap::from([("d".to_string(), create("d", None))]));
-        allocate_vmids(&mut plan, &BTreeSet::from([100, 103]));
-        let ids: Vec<Option<u32>> = plan
-            .actions()
-            .map(|a| match a {
-                Action::Create { vmid, .. } => *vmid,
-                _ => None,
-            })
-            .collect();
-        assert_eq!(ids, [Some(101), Some(102), Some(104), Some(105)]);
     }
 }

@@ -56,7 +56,16 @@ pub async fn observe(client: &PveClient, desired: &DesiredState) -> Result<Obser
         if !(tags.contains(OWNER_TAG) || vmids.contains(&vmid) || names.contains(name.as_str())) {
             continue;
         }
-        let config = client.get_vm_config(&node, vmid).await?;
+        // A clone to another node or a migration may move the config between the listing
+        // and this read: look the VM up again once; a VM gone meanwhile is not observed.
+        let (node, config) = match client.get_vm_config(&node, vmid).await {
+            Ok(c) => (node, c),
+            Err(PveError::NotFound(_)) => match relocate(client, vmid).await? {
+                Some(found) => found,
+                None => continue,
+            },
+            Err(e) => return Err(e),
+        };
         let running = r.status.as_deref() == Some("running");
         let pending = if running {
             client
@@ -93,6 +102,26 @@ pub async fn observe(client: &PveClient, desired: &DesiredState) -> Result<Obser
         });
     }
     Ok(out)
+}
+
+/// Where VM `vmid` is now, with its config; `None` when it no longer exists.
+async fn relocate(
+    client: &PveClient,
+    vmid: u32,
+) -> Result<Option<(String, crate::pve::VmConfig)>, PveError> {
+    let now = client.cluster_resources(Some(ResourceType::Vm)).await?;
+    let Some(node) = now
+        .into_iter()
+        .find(|r| r.vmid == Some(u64::from(vmid)))
+        .and_then(|r| r.node)
+    else {
+        return Ok(None);
+    };
+    match client.get_vm_config(&node, vmid).await {
+        Ok(c) => Ok(Some((node, c))),
+        Err(PveError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// A pending value as text, as PVE would show it in the config.

@@ -19,10 +19,20 @@ pub struct ActualVm {
     pub digest: Option<String>,
 }
 
+/// The description a VM gets when the agent creates it. Until its first configure sets
+/// the ownership tag, this line is what marks the VM as the agent's: a pass that stopped
+/// between the clone and the configure finishes the VM instead of refusing it as foreign.
+pub const CREATED_NOTE: &str = "Created by pve-gitops.";
+
 impl ActualVm {
-    /// Managed by pve-gitops: it carries the ownership tag.
+    /// Managed by pve-gitops: it carries the ownership tag, or the note of a create the
+    /// agent has not finished configuring.
     pub fn owned(&self) -> bool {
         self.tags.contains(pve_gitops_schema::ids::OWNER_TAG)
+            || self
+                .config
+                .get("description")
+                .is_some_and(|d| d.lines().any(|l| l.trim() == CREATED_NOTE))
     }
 
     /// The config PVE will run with after the next reboot: current values with pending
@@ -37,6 +47,12 @@ impl ActualVm {
             };
         }
         c
+    }
+
+    /// The lock PVE holds on the VM (`clone`, `backup`, `migrate`, ...): an operation is
+    /// under way and writes would be refused.
+    pub fn lock(&self) -> Option<&str> {
+        self.config.get("lock").map(String::as_str)
     }
 
     pub fn protected(&self) -> bool {

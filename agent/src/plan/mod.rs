@@ -4,11 +4,13 @@
 //! - [`pveconfig`]: a desired VM in PVE's own config spelling;
 //! - [`compare`]: desired values against what PVE reports, normalized so nothing flaps;
 //! - [`actual`]: the observed state the plan is made against;
-//! - [`vm`]: actions per VM (create, configure, grow, power, prune) in dependency waves.
+//! - [`vm`]: actions per VM (create, configure, grow, power, prune);
+//! - [`rollout`]: dependency waves, `maxParallel` and health gates.
 
 pub mod actual;
 pub mod compare;
 pub mod pveconfig;
+pub mod rollout;
 pub mod vm;
 
 pub use vm::{plan, Action, Finding, Plan, Policy, RebootPolicy};

@@ -270,3 +270,76 @@ spec: { vmid: 300, node: pve1, memory: 2G, cloudInit: { password: { file: pw.age
         }]
     );
 }
+
+/// A VM PVE holds a lock on (a clone or backup under way) gets no action, pruned or not;
+/// it is reported and planned again next pass.
+#[test]
+fn locked_vms_are_left_alone_and_reported() {
+    let mut actual = cluster(3);
+    actual[1].config.insert("memory".into(), "1024".into());
+    actual[1].config.insert("lock".into(), "backup".into());
+    actual[3].config.insert("lock".into(), "clone".into());
+    let p = plan(
+        &desired(2, "8G", "32G"),
+        &actual,
+        &Policy {
+            prune: true,
+            ..Policy::default()
+        },
+    );
+    assert!(p.is_empty(), "{:?}", kinds(&p));
+    let locked: Vec<(u32, &str)> = p
+        .findings
+        .iter()
+        .filter_map(|f| match f {
+            Finding::Locked { vmid, lock, .. } => Some((*vmid, lock.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(locked, [(501, "backup"), (503, "clone")]);
+}
+
+/// Rollout facts: direct dependencies by name, the set's maxParallel, and a gate only
+/// where `waitFor` asks for one (its TCP check on the first static address).
+#[test]
+fn rollout_carries_dependencies_limits_and_gates() {
+    let text = "apiVersion: pve-gitops/v1alpha1
+kind: External
+metadata: { name: x }
+spec: { templates: [9000], bridges: [vmbr0] }
+---
+apiVersion: pve-gitops/v1alpha1
+kind: VirtualMachine
+metadata: { name: db }
+spec:
+  vmid: 400
+  node: pve1
+  clone: { template: 9000 }
+  waitFor: { tcpPort: 5432 }
+  cloudInit: { ipConfig: [ { ipv4: { cidr: 10.0.0.0/24, offset: 5 } } ] }
+---
+apiVersion: pve-gitops/v1alpha1
+kind: VirtualMachineSet
+metadata: { name: app }
+spec:
+  replicas: 2
+  vmidStart: 501
+  nodes: [pve1]
+  maxParallel: 1
+  dependsOn: [VirtualMachine/db]
+  template: { clone: { template: 9000 } }
+";
+    let mut repo = Repository::new();
+    repo.add("m.yaml", text.to_string());
+    let d = load(&repo).unwrap_or_else(|e| panic!("{e}"));
+    let p = plan(&d, &[], &Policy::default());
+    let db = &p.rollout["db"];
+    assert!(db.after.is_empty());
+    let gate = db.gate.as_ref().expect("gate");
+    assert_eq!(gate.tcp, Some(("10.0.0.5".parse().unwrap(), 5432)));
+    assert!(!gate.guest_agent && !gate.cloud_init);
+    let app = &p.rollout["app-2"];
+    assert_eq!(app.after, BTreeSet::from(["db".to_string()]));
+    assert_eq!(app.set_limit, Some(("app".to_string(), 1)));
+    assert_eq!(app.gate, None);
+}

@@ -3,9 +3,10 @@
 use super::actual::ActualVm;
 use super::compare::{diff, Change};
 use super::pveconfig::{desired_config, Compare, DesiredConfig};
+use super::rollout::{dependencies, rollout, static_ip, waves, Rollout};
 use pve_gitops_schema::desired::{DesiredState, DesiredVm};
 use pve_gitops_schema::manifest::vm::CloneSource;
-use pve_gitops_schema::manifest::{Kind, PowerState};
+use pve_gitops_schema::manifest::PowerState;
 use pve_gitops_schema::units::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -102,6 +103,13 @@ pub enum Finding {
         desired: String,
         actual: String,
     },
+    /// PVE holds a lock on the VM (a clone, backup or migration is running): it is left
+    /// alone this pass and planned again on the next.
+    Locked {
+        name: String,
+        vmid: u32,
+        lock: String,
+    },
 }
 
 /// The plan for one VM, and the wave it belongs to (all of wave n before any of n + 1).
@@ -109,6 +117,8 @@ pub enum Finding {
 pub struct Plan {
     /// Per wave, per VM name, the actions in order.
     pub waves: Vec<BTreeMap<String, Vec<Action>>>,
+    /// How each VM with actions is rolled out: what it waits for, its health gate.
+    pub rollout: BTreeMap<String, Rollout>,
     pub findings: Vec<Finding>,
 }
 
@@ -183,6 +193,14 @@ pub fn plan_vm(
     };
     if !a.owned() && !vm.spec.adopt {
         findings.push(Finding::NotOwned { name, vmid: a.vmid });
+        return Vec::new();
+    }
+    if let Some(lock) = a.lock() {
+        findings.push(Finding::Locked {
+            name,
+            vmid: a.vmid,
+            lock: lock.to_string(),
+        });
         return Vec::new();
     }
     if a.node != vm.node.as_str() {
@@ -285,7 +303,13 @@ pub fn plan(desired: &DesiredState, actual: &[ActualVm], policy: &Policy) -> Pla
         .iter()
         .filter(|a| a.owned() && !a.template && !matched.contains(&a.vmid))
     {
-        if policy.prune && !a.protected() {
+        if let Some(lock) = a.lock() {
+            plan.findings.push(Finding::Locked {
+                name: a.name.clone(),
+                vmid: a.vmid,
+                lock: lock.to_string(),
+            });
+        } else if policy.prune && !a.protected() {
             let mut steps = Vec::new();
             if a.running {
                 steps.push(Action::Stop {
@@ -307,6 +331,19 @@ pub fn plan(desired: &DesiredState, actual: &[ActualVm], policy: &Policy) -> Pla
             });
         }
     }
+    let deps = dependencies(desired);
+    for vm in &desired.vms {
+        let name = vm.name.as_str();
+        if per_vm.get(name).is_none_or(Vec::is_empty) {
+            continue;
+        }
+        let after = deps[name].iter().map(|d| d.to_string()).collect();
+        let ip = desired_config(vm, |_| None)
+            .get("ipconfig0")
+            .and_then(|v| static_ip(&v.text));
+        plan.rollout
+            .insert(name.to_string(), rollout(vm, after, ip));
+    }
     for (i, names) in waves(desired).into_iter().enumerate() {
         let wave: BTreeMap<String, Vec<Action>> = names
             .into_iter()
@@ -324,62 +361,4 @@ pub fn plan(desired: &DesiredState, actual: &[ActualVm], policy: &Policy) -> Pla
     }
     plan.waves.retain(|w| !w.is_empty());
     plan
-}
-
-/// VM names by wave: a VM comes after every VM it depends on (`VirtualMachine/x`, or all
-/// members of `VirtualMachineSet/x`). Validation has already refused cycles.
-pub fn waves(desired: &DesiredState) -> Vec<Vec<String>> {
-    let deps: BTreeMap<&str, Vec<&str>> = desired
-        .vms
-        .iter()
-        .map(|vm| {
-            let d = vm
-                .depends_on
-                .iter()
-                .flat_map(|r| {
-                    desired.vms.iter().filter(move |o| match r.kind {
-                        Kind::VirtualMachine => o.name == r.name,
-                        Kind::VirtualMachineSet => {
-                            o.member_of.as_ref().is_some_and(|m| m.set == r.name)
-                        }
-                        _ => false,
-                    })
-                })
-                .map(|o| o.name.as_str())
-                .collect();
-            (vm.name.as_str(), d)
-        })
-        .collect();
-    let mut level: BTreeMap<&str, usize> = BTreeMap::new();
-    fn depth<'a>(
-        n: &'a str,
-        deps: &BTreeMap<&'a str, Vec<&'a str>>,
-        level: &mut BTreeMap<&'a str, usize>,
-        guard: usize,
-    ) -> usize {
-        if let Some(l) = level.get(n) {
-            return *l;
-        }
-        let l = if guard > deps.len() {
-            0 // a cycle: validation refuses these; do not recurse forever
-        } else {
-            deps.get(n).map_or(0, |ds| {
-                ds.iter()
-                    .map(|d| depth(d, deps, level, guard + 1) + 1)
-                    .max()
-                    .unwrap_or(0)
-            })
-        };
-        level.insert(n, l);
-        l
-    }
-    let mut out: Vec<Vec<String>> = Vec::new();
-    for vm in &desired.vms {
-        let l = depth(vm.name.as_str(), &deps, &mut level, 0);
-        if out.len() <= l {
-            out.resize(l + 1, Vec::new());
-        }
-        out[l].push(vm.name.to_string());
-    }
-    out
 }

@@ -16,6 +16,9 @@ pub struct Counters {
     pub by_endpoint: std::collections::BTreeMap<String, u64>,
     /// `"PUT /api2/json/nodes/pve1/qemu/100/config"` → count.
     pub by_path: std::collections::BTreeMap<String, u64>,
+    /// Task type (`qmclone`, `qmstart`) → most tasks of that type running at once.
+    #[serde(default)]
+    pub peak_tasks: std::collections::BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -182,6 +185,13 @@ impl Control {
 
     pub async fn network(&self, spec: Value) -> Value {
         self.post("/network", spec).await
+    }
+
+    /// What the guest agent of VMs made through the API answers once they run with
+    /// `agent` enabled (`json!({})` for the simulator's defaults; `"exec"` maps a command
+    /// line to its result); `Value::Null`: they have no agent.
+    pub async fn guest_agents(&self, agent: Value) {
+        self.post("/guest_agents", json!({ "agent": agent })).await;
     }
 
     pub async fn set_time_scale(&self, value: f64) {

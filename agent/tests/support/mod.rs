@@ -19,3 +19,4 @@ macro_rules! fake {
 
 pub mod control;
 pub mod fakepve;
+pub mod pass;

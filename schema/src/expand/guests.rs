@@ -156,6 +156,7 @@ pub fn set_members(
         let member = SetMember {
             set: doc.name().clone(),
             index,
+            max_parallel: spec.max_parallel,
         };
         let mut vm_spec = member_spec;
         vm_spec

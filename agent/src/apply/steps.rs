@@ -1,0 +1,282 @@
+//! One action against the API: create (clone or from scratch, then configure, grow and
+//! start), configure, grow a disk, power, delete.
+
+use super::{ApplyError, Context, Templates};
+use crate::plan::actual::CREATED_NOTE;
+use crate::plan::compare::{diff, Change};
+use crate::plan::pveconfig::DesiredConfig;
+use crate::plan::vm::disk_size;
+use crate::plan::Action;
+use crate::pve::{encode_sshkeys, CloneOptions, Params, PveClient, PveError, ResourceType};
+use pve_gitops_schema::manifest::vm::{CloneSource, TemplateRef};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Run one action, noting each step done in `done` as it completes (so a create that
+/// fails after its clone still reports the clone).
+pub(super) async fn run(
+    client: &PveClient,
+    action: &Action,
+    templates: &Templates,
+    cx: &Context,
+    done: &mut Vec<String>,
+) -> Result<(), ApplyError> {
+    let did = match action {
+        Action::Create {
+            name,
+            vmid,
+            node,
+            clone,
+            config,
+            start,
+            disks,
+        } => {
+            let vmid = match vmid {
+                Some(v) => *v,
+                None => client.nextid().await?,
+            };
+            let new = NewVm { name, vmid, node };
+            match clone {
+                Some(c) => clone_vm(client, &new, c, templates, cx).await?,
+                None => create_empty(client, &new, cx).await?,
+            }
+            done.push(format!("create {vmid}"));
+            configure_new(client, &new, config, disks, cx, done).await?;
+            if !*start {
+                return Ok(());
+            }
+            let upid = client.start_vm(node, vmid).await?;
+            client.wait_task(&upid, cx.task_timeout).await?;
+            "start".into()
+        }
+        Action::Configure {
+            vmid,
+            node,
+            changes,
+            digest,
+        } => {
+            client
+                .set_vm_config(node, *vmid, &params(changes), &[], digest.as_deref())
+                .await?;
+            format!("configure {}", keys(changes))
+        }
+        Action::Resize {
+            vmid,
+            node,
+            disk,
+            to,
+        } => grow(client, node, *vmid, disk, *to, cx).await?,
+        Action::Start { vmid, node } => {
+            let upid = client.start_vm(node, *vmid).await?;
+            client.wait_task(&upid, cx.task_timeout).await?;
+            "start".into()
+        }
+        Action::Stop { vmid, node } => {
+            let upid = client.stop_vm(node, *vmid).await?;
+            client.wait_task(&upid, cx.task_timeout).await?;
+            "stop".into()
+        }
+        Action::Reboot { vmid, node, .. } => {
+            let upid = client.reboot_vm(node, *vmid).await?;
+            client.wait_task(&upid, cx.task_timeout).await?;
+            "reboot".into()
+        }
+        Action::Delete { vmid, node, .. } => {
+            let upid = client.delete_vm(node, *vmid, true, true).await?;
+            client.wait_task(&upid, cx.task_timeout).await?;
+            "delete".into()
+        }
+    };
+    done.push(did);
+    Ok(())
+}
+
+/// The VM a create makes.
+struct NewVm<'a> {
+    name: &'a str,
+    vmid: u32,
+    node: &'a str,
+}
+
+/// Clone the template. At most `limits.clones_per_template` clones of one template run
+/// at once (storages whose clones lock the source serialize them).
+async fn clone_vm(
+    client: &PveClient,
+    new: &NewVm<'_>,
+    source: &CloneSource,
+    templates: &Templates,
+    cx: &Context,
+) -> Result<(), ApplyError> {
+    let tvmid = match &source.template {
+        TemplateRef::Vmid(v) => v.get(),
+        TemplateRef::Name(n) => *templates
+            .by_name
+            .get(n.as_str())
+            .ok_or_else(|| ApplyError::MissingTemplate(format!("template {n}")))?,
+    };
+    let tnode = templates
+        .nodes
+        .get(&tvmid)
+        .ok_or_else(|| ApplyError::MissingTemplate(format!("template {tvmid}")))?;
+    let mut opts = CloneOptions::new(new.vmid);
+    opts.name = Some(new.name.to_string());
+    opts.full = Some(source.full);
+    opts.storage = source.storage.as_ref().map(ToString::to_string);
+    opts.target = (tnode != new.node).then(|| new.node.to_string());
+    // Marks the VM as ours until the configure step sets the ownership tag: a pass that
+    // dies in between finds it again and finishes it instead of refusing a stranger.
+    opts.description = Some(CREATED_NOTE.to_string());
+    let _permit = cx.clone_permit(tvmid).await;
+    let started = client.clone_vm(tnode, tvmid, &opts).await;
+    finish_create(client, new, started, cx).await
+}
+
+async fn create_empty(client: &PveClient, new: &NewVm<'_>, cx: &Context) -> Result<(), ApplyError> {
+    let params = Params::new()
+        .with("name", new.name.to_string())
+        .with("description", CREATED_NOTE.to_string());
+    let started = client.create_vm(new.node, new.vmid, &params).await;
+    finish_create(client, new, started, cx).await
+}
+
+/// Wait for a create's task. A create is never sent twice: when its request failed in a
+/// way that leaves open whether PVE acted on it (a 5xx, a dropped connection), look for
+/// the VM before giving up; if it is there under our name, wait for it to be ready.
+async fn finish_create(
+    client: &PveClient,
+    new: &NewVm<'_>,
+    started: Result<crate::pve::Upid, PveError>,
+    cx: &Context,
+) -> Result<(), ApplyError> {
+    match started {
+        Ok(upid) => Ok(client.wait_task(&upid, cx.task_timeout).await.map(drop)?),
+        Err(e) if maybe_applied(&e) => {
+            if !appeared(client, new).await? {
+                return Err(e.into());
+            }
+            tracing::info!(vmid = new.vmid, name = new.name, error = %e, "create answered with an error but the VM exists; continuing with it");
+            wait_unlocked(client, new, cx).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether PVE may have acted on a request that answered with `e`.
+fn maybe_applied(e: &PveError) -> bool {
+    match e {
+        PveError::Transport { .. } | PveError::InvalidResponse { .. } => true,
+        PveError::Api(f) => f.status >= 500,
+        _ => false,
+    }
+}
+
+/// Whether the VM `new` exists now, under its name.
+async fn appeared(client: &PveClient, new: &NewVm<'_>) -> Result<bool, ApplyError> {
+    let guests = client.cluster_resources(Some(ResourceType::Vm)).await?;
+    Ok(guests
+        .iter()
+        .any(|r| r.vmid == Some(u64::from(new.vmid)) && r.name.as_deref() == Some(new.name)))
+}
+
+/// Wait until the VM's create lock (`clone`, `create`) is gone: its task has finished.
+async fn wait_unlocked(
+    client: &PveClient,
+    new: &NewVm<'_>,
+    cx: &Context,
+) -> Result<(), ApplyError> {
+    let deadline = Instant::now() + cx.task_timeout;
+    let mut wait = Duration::from_millis(200);
+    loop {
+        let node = client
+            .cluster_resources(Some(ResourceType::Vm))
+            .await?
+            .into_iter()
+            .find(|r| r.vmid == Some(u64::from(new.vmid)))
+            .and_then(|r| r.node)
+            .ok_or_else(|| ApplyError::Vanished(new.vmid))?;
+        match client.get_vm_config(&node, new.vmid).await?.lock() {
+            None => return Ok(()),
+            Some(lock) if Instant::now() + wait >= deadline => {
+                return Err(ApplyError::StillLocked(new.vmid, lock))
+            }
+            Some(_) => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Configure what the clone (or the empty VM) does not have yet, and grow its disks to the
+/// declared size (a template disk larger than declared is kept: disks never shrink).
+async fn configure_new(
+    client: &PveClient,
+    new: &NewVm<'_>,
+    config: &DesiredConfig,
+    disks: &[(String, u64)],
+    cx: &Context,
+    did: &mut Vec<String>,
+) -> Result<(), ApplyError> {
+    let current = client.get_vm_config(new.node, new.vmid).await?;
+    let actual: BTreeMap<String, String> = current
+        .values()
+        .keys()
+        .filter_map(|k| current.text(k).map(|v| (k.clone(), v)))
+        .collect();
+    let changes = diff(config, &actual);
+    if !changes.is_empty() {
+        client
+            .set_vm_config(new.node, new.vmid, &params(&changes), &[], current.digest())
+            .await?;
+        did.push(format!("configure {}", keys(&changes)));
+    }
+    for (slot, bytes) in disks {
+        let have = actual.get(slot).and_then(|v| disk_size(v));
+        if have.is_some_and(|h| h < *bytes) {
+            did.push(grow(client, new.node, new.vmid, slot, *bytes, cx).await?);
+        }
+    }
+    Ok(())
+}
+
+/// Config changes as form parameters. Write-once values without a value (a secret not
+/// decrypted here) are left out.
+fn params(changes: &[Change]) -> Params {
+    changes
+        .iter()
+        .filter(|c| !c.to.is_empty())
+        .fold(Params::new(), |p, c| {
+            // PVE wants sshkeys URL-encoded itself (so they are encoded twice on the wire).
+            let value = if c.key == "sshkeys" {
+                encode_sshkeys(c.to.lines())
+            } else {
+                c.to.clone()
+            };
+            p.with(c.key.clone(), value)
+        })
+}
+
+/// The changed keys, for the report.
+fn keys(changes: &[Change]) -> String {
+    changes
+        .iter()
+        .map(|c| c.key.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Grow `disk` to `bytes` (PVE only grows; the plan never asks for less).
+async fn grow(
+    client: &PveClient,
+    node: &str,
+    vmid: u32,
+    disk: &str,
+    bytes: u64,
+    cx: &Context,
+) -> Result<String, ApplyError> {
+    let size = pve_gitops_schema::units::Bytes(bytes).pve();
+    let upid = client.resize_disk(node, vmid, disk, &size, None).await?;
+    client.wait_optional(upid, cx.task_timeout).await?;
+    Ok(format!("resize {disk} to {size}"))
+}
