@@ -56,10 +56,46 @@ pub enum Command {
         connection: Connection,
         #[command(flatten)]
         policy: PolicyArgs,
-        /// VMs changed at once.
-        #[arg(long, default_value_t = 4)]
-        parallelism: usize,
+        #[command(flatten)]
+        apply: ApplyArgs,
     },
+    /// Run as a daemon: reconcile now, then on every interval and whenever the manifests
+    /// change, until SIGTERM or SIGINT.
+    ///
+    /// Invalid manifests and API errors are logged and the loop goes on; nothing from an
+    /// invalid revision is applied. Logs go to stderr (`RUST_LOG=debug` for every pass).
+    Run {
+        /// The manifests directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        connection: Connection,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        #[command(flatten)]
+        apply: ApplyArgs,
+        /// Time between passes (e.g. `15s`, `1m`).
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// A full pass at least this often, even when nothing seems to have changed.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        resync: std::time::Duration,
+        /// pmxcfs's guest list: while it and the manifests are unchanged, an idle pass costs
+        /// one API call. Missing (not on a PVE node): every pass is a full one.
+        #[arg(long, default_value = "/etc/pve/.vmlist")]
+        vmlist: PathBuf,
+    },
+}
+
+/// How much an apply does at once.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApplyArgs {
+    /// VMs changed at once.
+    #[arg(long, default_value_t = 4)]
+    pub parallelism: usize,
+    /// Clones of one source template at once (default: no limit beyond --parallelism);
+    /// 1 for storages whose clones lock their source.
+    #[arg(long)]
+    pub clones_per_template: Option<usize>,
 }
 
 /// How to reach the Proxmox API.

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod cli;
 pub mod commands;
+pub mod daemon;
 pub mod manifests;
 pub mod observe;
 pub mod plan;

@@ -20,9 +20,29 @@ fn main() {
             dir,
             connection,
             policy,
-            parallelism,
+            apply,
             ..
-        } => pve_gitops::reconcile::apply_command(&dir, &connection, &policy, parallelism),
+        } => pve_gitops::reconcile::apply_command(&dir, &connection, &policy, &apply),
+        Command::Run {
+            dir,
+            connection,
+            policy,
+            apply,
+            interval,
+            resync,
+            vmlist,
+        } => {
+            init_logging();
+            pve_gitops::reconcile::run_command(
+                dir,
+                &connection,
+                &policy,
+                &apply,
+                interval,
+                resync,
+                vmlist,
+            )
+        }
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -31,4 +51,14 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// Logs to stderr (journald captures it under systemd), `info` unless `RUST_LOG` says.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

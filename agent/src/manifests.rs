@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result};
 use pve_gitops_schema::Repository;
-use std::path::Path;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 
 /// Files larger than this are recorded but not read: manifests, templates and secrets are
 /// small, and a stray disk image in the repository must not be loaded into memory.
@@ -12,13 +13,56 @@ const MAX_TEXT_FILE: u64 = 4 * 1024 * 1024;
 /// to `dir`, `/`-separated; files that are not UTF-8 (binary age files) are recorded as opaque.
 pub fn read_dir(dir: &Path) -> Result<Repository> {
     let mut repo = Repository::new();
-    let meta = std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    anyhow::ensure!(meta.is_dir(), "{} is not a directory", dir.display());
-    walk(dir, dir, &mut repo)?;
+    for f in files(dir)? {
+        if f.meta.len() > MAX_TEXT_FILE {
+            repo.add_opaque(f.rel);
+            continue;
+        }
+        let bytes =
+            std::fs::read(&f.path).with_context(|| format!("cannot read {}", f.path.display()))?;
+        match String::from_utf8(bytes) {
+            Ok(text) => repo.add(f.rel, text),
+            Err(_) => repo.add_opaque(f.rel),
+        };
+    }
     Ok(repo)
 }
 
-fn walk(root: &Path, dir: &Path, repo: &mut Repository) -> Result<()> {
+/// A cheap revision of `dir`: a hash of every file's path, size and modification time (no
+/// file is read), so an idle daemon polling a directory costs a few `stat`s.
+pub fn fingerprint(dir: &Path) -> Result<String> {
+    let mut h = std::hash::DefaultHasher::new();
+    for f in files(dir)? {
+        f.rel.hash(&mut h);
+        f.meta.len().hash(&mut h);
+        f.meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .hash(&mut h);
+    }
+    Ok(format!("dir:{:016x}", h.finish()))
+}
+
+/// One regular file under the manifests directory.
+struct File {
+    /// `/`-separated, relative to the directory.
+    rel: String,
+    path: PathBuf,
+    meta: std::fs::Metadata,
+}
+
+/// The regular files under `dir`, sorted, hidden entries skipped, symlinks not followed.
+fn files(dir: &Path) -> Result<Vec<File>> {
+    let meta = std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    anyhow::ensure!(meta.is_dir(), "{} is not a directory", dir.display());
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out)?;
+    Ok(out)
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<File>) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list {}", dir.display()))?
         .collect::<Result<_, _>>()
@@ -32,7 +76,7 @@ fn walk(root: &Path, dir: &Path, repo: &mut Repository) -> Result<()> {
         let path = entry.path();
         let ty = entry.file_type()?;
         if ty.is_dir() {
-            walk(root, &path, repo)?;
+            walk(root, &path, out)?;
             continue;
         }
         if !ty.is_file() {
@@ -45,16 +89,10 @@ fn walk(root: &Path, dir: &Path, repo: &mut Repository) -> Result<()> {
             .map(|c| c.as_os_str().to_string_lossy())
             .collect::<Vec<_>>()
             .join("/");
-        if entry.metadata()?.len() > MAX_TEXT_FILE {
-            repo.add_opaque(rel);
-            continue;
-        }
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        match String::from_utf8(bytes) {
-            Ok(text) => repo.add(rel, text),
-            Err(_) => repo.add_opaque(rel),
-        };
+        let meta = entry
+            .metadata()
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        out.push(File { rel, path, meta });
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! `apply`) execute, printing what happens.
 
 use crate::apply::{allocate_vmids, apply, ApplyOptions, Report};
-use crate::cli::{Connection, PolicyArgs, Reboot};
+use crate::cli::{ApplyArgs, Connection, PolicyArgs, Reboot};
 use crate::observe::observe;
 use crate::plan::{plan, Action, Finding, Plan, Policy, RebootPolicy};
 use crate::pve::{ApiToken, ClientOptions, PveClient, TlsTrust};
@@ -175,12 +175,15 @@ pub fn describe_report(r: &Report) -> String {
     out
 }
 
-pub fn apply_command(
-    dir: &Path,
-    conn: &Connection,
-    p: &PolicyArgs,
-    parallelism: usize,
-) -> Result<i32> {
+fn apply_options(a: &ApplyArgs) -> ApplyOptions {
+    ApplyOptions {
+        parallelism: a.parallelism,
+        clones_per_template: a.clones_per_template,
+        ..ApplyOptions::default()
+    }
+}
+
+pub fn apply_command(dir: &Path, conn: &Connection, p: &PolicyArgs, a: &ApplyArgs) -> Result<i32> {
     let Some(desired) = load_or_report(dir)? else {
         return Ok(1);
     };
@@ -191,16 +194,47 @@ pub fn apply_command(
             .context("observing the cluster")?;
         let mut plan = plan(&desired, &observed.vms, &policy(p));
         allocate_vmids(&mut plan, &observed.used_vmids);
-        let report = apply(
-            &client,
-            &plan,
-            &observed.templates,
-            &ApplyOptions::parallel(parallelism),
-        )
-        .await;
+        let report = apply(&client, &plan, &observed.templates, &apply_options(a)).await;
         anyhow::Ok((plan, report))
     })?;
     print!("{}", describe(&plan));
     print!("{}", describe_report(&report));
     Ok(if report.failed.is_empty() { 0 } else { 1 })
+}
+
+/// `pve-gitops run`: the daemon loop until SIGTERM or SIGINT.
+pub fn run_command(
+    dir: std::path::PathBuf,
+    conn: &Connection,
+    p: &PolicyArgs,
+    a: &ApplyArgs,
+    interval: std::time::Duration,
+    resync: std::time::Duration,
+    vmlist: std::path::PathBuf,
+) -> Result<i32> {
+    use crate::daemon::{changes::VmList, run, watch, Daemon, DaemonOptions};
+    let client = client(conn)?;
+    let options = DaemonOptions {
+        interval,
+        resync,
+        policy: policy(p),
+        apply: apply_options(a),
+    };
+    runtime()?.block_on(async move {
+        let (_watcher, wake) = watch(&dir)?;
+        tracing::info!(dir = %dir.display(), ?interval, "starting");
+        let daemon = Daemon::new(client, dir, Box::new(VmList(vmlist)), options);
+        run(daemon, wake, shutdown_signal()).await;
+        anyhow::Ok(0)
+    })
+}
+
+/// Completes on SIGTERM (systemd stopping the service) or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

@@ -1,0 +1,231 @@
+//! The daemon loop (`pve-gitops run`): reconcile on an interval and whenever the
+//! manifests change, keep running through invalid revisions and API errors.
+//!
+//! An idle pass is cheap. When the last pass found nothing to do, and since then neither
+//! the manifests (a `stat` walk) nor pmxcfs's guest list ([`changes::VmList`]) changed,
+//! one `GET /cluster/resources` settles it: same listing, nothing to do. Anything else,
+//! and at least every `resync`, is a full pass (observe, plan, apply).
+
+pub mod changes;
+
+use crate::apply::{allocate_vmids, apply, ApplyOptions, Report};
+use crate::observe::{listing_fingerprint, observe};
+use crate::plan::{plan, Finding, Plan, Policy};
+use crate::pve::{PveClient, ResourceType};
+use anyhow::{Context, Result};
+use changes::ClusterChanges;
+use pve_gitops_schema::DesiredState;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// How the daemon paces itself and what it may do.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Time between passes when nothing wakes the daemon earlier.
+    pub interval: Duration,
+    /// A full pass at least this often, even when nothing seems to have changed.
+    pub resync: Duration,
+    pub policy: Policy,
+    pub apply: ApplyOptions,
+}
+
+/// What one pass did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The manifests are invalid: nothing was applied. `errors` lists every problem.
+    Invalid { revision: String, errors: String },
+    /// Nothing changed since the last settled pass (one API call).
+    Unchanged,
+    /// A full pass: the plan and what applying it did.
+    Reconciled {
+        revision: String,
+        plan: Plan,
+        report: Report,
+    },
+}
+
+/// A pass that found nothing to do, remembered so the next ones can be cheap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Settled {
+    revision: String,
+    vmlist: u64,
+    listing: u64,
+    at: Instant,
+}
+
+/// The reconcile loop's state between passes.
+pub struct Daemon {
+    client: PveClient,
+    dir: PathBuf,
+    changes: Box<dyn ClusterChanges>,
+    options: DaemonOptions,
+    /// The last valid revision loaded, so an unchanged revision is not parsed again.
+    desired: Option<(String, DesiredState)>,
+    settled: Option<Settled>,
+}
+
+impl Daemon {
+    pub fn new(
+        client: PveClient,
+        dir: PathBuf,
+        changes: Box<dyn ClusterChanges>,
+        options: DaemonOptions,
+    ) -> Self {
+        Daemon {
+            client,
+            dir,
+            changes,
+            options,
+            desired: None,
+            settled: None,
+        }
+    }
+
+    pub fn options(&self) -> &DaemonOptions {
+        &self.options
+    }
+
+    /// One pass.
+    pub async fn tick(&mut self) -> Result<Outcome> {
+        let revision = crate::manifests::fingerprint(&self.dir)?;
+        let vmlist = self.changes.fingerprint();
+        if let (Some(s), Some(v)) = (self.settled.take(), vmlist) {
+            if s.revision == revision && s.vmlist == v && s.at.elapsed() < self.options.resync {
+                let guests = self
+                    .client
+                    .cluster_resources(Some(ResourceType::Vm))
+                    .await
+                    .context("listing the cluster's guests")?;
+                if listing_fingerprint(&guests) == s.listing {
+                    self.settled = Some(s);
+                    return Ok(Outcome::Unchanged);
+                }
+            }
+        }
+        if let Err(errors) = self.load(&revision)? {
+            return Ok(Outcome::Invalid { revision, errors });
+        }
+        let desired = &self.desired.as_ref().expect("loaded").1;
+        let observed = observe(&self.client, desired)
+            .await
+            .context("observing the cluster")?;
+        let mut plan = plan(desired, &observed.vms, &self.options.policy);
+        allocate_vmids(&mut plan, &observed.used_vmids);
+        let report = apply(
+            &self.client,
+            &plan,
+            &observed.templates,
+            &self.options.apply,
+        )
+        .await;
+        let busy = plan
+            .findings
+            .iter()
+            .any(|f| matches!(f, Finding::Locked { .. }));
+        if let (true, false, Some(vmlist)) = (plan.is_empty(), busy, vmlist) {
+            self.settled = Some(Settled {
+                revision: revision.clone(),
+                vmlist,
+                listing: observed.listing,
+                at: Instant::now(),
+            });
+        }
+        Ok(Outcome::Reconciled {
+            revision,
+            plan,
+            report,
+        })
+    }
+
+    /// Parse `revision` into `self.desired` unless it is there already; `Err` holds the
+    /// problems of an invalid one.
+    fn load(&mut self, revision: &str) -> Result<std::result::Result<(), String>> {
+        if self.desired.as_ref().is_none_or(|(r, _)| r != revision) {
+            let repo = crate::manifests::read_dir(&self.dir)?;
+            match pve_gitops_schema::load(&repo) {
+                Ok(d) => self.desired = Some((revision.to_string(), d)),
+                Err(diags) => return Ok(Err(diags.to_string())),
+            }
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// Run passes until `shutdown` completes: one now, then one per interval or as soon as
+/// `wake` says the manifests changed. A pass that fails is logged and the loop goes on.
+pub async fn run(
+    mut daemon: Daemon,
+    mut wake: mpsc::UnboundedReceiver<()>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut pass = 0u64;
+    loop {
+        pass += 1;
+        match daemon.tick().await {
+            Ok(outcome) => log(pass, &outcome),
+            Err(e) => tracing::error!(pass, "pass failed: {e:#}"),
+        }
+        let interval = daemon.options().interval;
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(interval) => {}
+            Some(()) = wake.recv() => {
+                // Editors and git write several files: let the burst settle, then drain it.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while wake.try_recv().is_ok() {}
+            }
+        }
+    }
+    tracing::info!("stopping");
+}
+
+fn log(pass: u64, outcome: &Outcome) {
+    match outcome {
+        Outcome::Unchanged => tracing::debug!(pass, "unchanged since the last pass"),
+        Outcome::Invalid { revision, errors } => {
+            tracing::error!(pass, %revision, "invalid manifests; nothing from this revision is applied:\n{errors}")
+        }
+        Outcome::Reconciled {
+            revision,
+            plan,
+            report,
+        } => {
+            if !plan.is_empty() || !plan.findings.is_empty() {
+                tracing::info!(pass, %revision, "plan:\n{}", crate::reconcile::describe(plan));
+            }
+            tracing::info!(
+                pass,
+                %revision,
+                changed = report.done.len(),
+                failed = report.failed.len(),
+                skipped = report.skipped.len(),
+                "reconciled"
+            );
+            for (name, e) in &report.failed {
+                tracing::warn!(pass, vm = %name, "failed: {e}");
+            }
+        }
+    }
+}
+
+/// Watch `dir` for changes, waking the loop through the returned receiver. The watcher
+/// stops when the returned handle is dropped.
+pub fn watch(
+    dir: &std::path::Path,
+) -> Result<(notify::RecommendedWatcher, mpsc::UnboundedReceiver<()>)> {
+    use notify::Watcher;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = tx.send(());
+        }
+    })
+    .context("starting the file watcher")?;
+    watcher
+        .watch(dir, notify::RecursiveMode::Recursive)
+        .with_context(|| format!("watching {}", dir.display()))?;
+    Ok((watcher, rx))
+}
