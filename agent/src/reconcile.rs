@@ -81,6 +81,9 @@ pub fn describe(p: &Plan) -> String {
                         "~ {name}: grow {disk} to {}",
                         pve_gitops_schema::units::Bytes(*to)
                     ),
+                    Action::Migrate { from, to, .. } => {
+                        format!("~ {name}: migrate from {from} to {to} (stopped)")
+                    }
                     Action::Start { .. } => format!("~ {name}: start"),
                     Action::Stop { .. } => format!("~ {name}: stop"),
                     Action::Reboot { pending, .. } => {
@@ -108,7 +111,7 @@ pub fn describe(p: &Plan) -> String {
             Finding::SecretNotApplied { name, key } => {
                 format!("! {name}: {key} not set: it comes from a secret, and decrypting secrets is not supported yet")
             }
-            Finding::WrongNode { name, desired, actual } => format!("! {name}: runs on {actual}, declared on {desired} (not migrated)"),
+            Finding::WrongNode { name, desired, actual } => format!("! {name}: runs on {actual}, declared on {desired} (a running VM is not migrated)"),
             Finding::Locked { name, vmid, lock } => format!("! {name} ({vmid}): locked by PVE ({lock}); left for a later pass"),
         };
         let _ = writeln!(out, "{line}");

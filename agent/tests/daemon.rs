@@ -107,7 +107,9 @@ async fn idle_passes_cost_one_call_and_changes_wake_full_passes() {
     std::fs::write(repo.join("web.yaml"), manifests(3).replace("1G", "1GB")).unwrap();
     control.reset_counters().await;
     match d.tick().await.unwrap() {
-        Outcome::Invalid { errors, .. } => assert!(errors.contains("web.yaml:13:50: invalid-value"), "{errors}"),
+        Outcome::Invalid { errors, .. } => {
+            assert!(errors.contains("web.yaml:13:50: invalid-value"), "{errors}")
+        }
         other => panic!("expected an invalid revision, got {other:?}"),
     }
     assert_eq!(control.counters().await.total, 0);

@@ -83,6 +83,16 @@ async fn converges_then_stays_quiet_then_follows_changes() {
     // From empty: four VMs, on their nodes, configured and running.
     let (_, report) = pass(&client, &manifests(3, "8G", "32G"), &policy).await;
     assert_eq!(report.done.len(), 4, "{report:?}");
+    // Template 9000's disk is on local-lvm, which only pve1 sees: members for the other
+    // nodes are cloned on pve1 and migrated while still stopped (PVE refuses a clone to
+    // another node from local storage).
+    assert_eq!(
+        report.done["app-2"][..2],
+        ["create 502".to_string(), "migrate to pve2".to_string()]
+    );
+    assert!(!report.done["app-1"]
+        .iter()
+        .any(|d| d.starts_with("migrate")));
     let app2 = config(control, 502).await;
     assert_eq!(app2["node"], "pve2", "{app2}");
     assert_eq!(app2["status"], "running", "{app2}");

@@ -52,6 +52,8 @@ VM_ATTRS = ('status', 'qmpstatus', 'start_error', 'start_secs', 'shutdown_secs',
 DRIVE = re.compile(r'^(ide|sata|scsi|virtio|efidisk|tpmstate)\d+$')
 SIZE = re.compile(r'(?:^|,)size=(\d+(?:\.\d+)?)([KMGT]?)(?:,|$)')
 UNITS = {'': 1, 'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3, 'T': 1024 ** 4}
+# Storage types every node sees (pve-storage marks them shared by type).
+SHARED_TYPES = ('rbd', 'cephfs', 'nfs', 'cifs', 'glusterfs', 'iscsi', 'iscsidirect', 'pbs')
 
 
 class CountingPve(FakePve):
@@ -103,7 +105,62 @@ class CountingPve(FakePve):
     # fakepve 0.5 answers PUT .../qemu/{vmid}/resize from the schema only; this keeps state, as
     # qemu-server's resize_vm does: one disk grows (never shrinks), in a task (PVE 8+).
     def _routes_harness(self):
-        return [('PUT', '/nodes/{node}/qemu/{vmid}/resize', self._harness_qm_resize)]
+        return [('PUT', '/nodes/{node}/qemu/{vmid}/resize', self._harness_qm_resize),
+                ('POST', '/nodes/{node}/qemu/{vmid}/migrate', self._harness_qm_migrate)]
+
+    # ------------------------------------------------------------ local storage and nodes
+
+    def _local_volumes(self, config):
+        """The disk volumes of a config that live on storage only one node sees."""
+        out = []
+        for key, value in config.items():
+            if not DRIVE.match(key):
+                continue
+            volume, props = split_drive(value)
+            sid = volume_ref(volume)[0]
+            if sid is None or is_cdrom(volume, props):
+                continue
+            store = self.storages.get(sid, {})
+            if not (store.get('shared') or store.get('type') in SHARED_TYPES):
+                out.append(volume)
+        return out
+
+    # qemu-server's clone_vm refuses a clone to another node when a source disk is on local storage
+    # ("can't clone VM to node ... (VM uses local storage)"); fakepve 0.5 does not check it.
+    async def _qm_clone(self, v, user):
+        target, storage = v.get('target'), v.get('storage')
+        if target and target not in (v['node'], 'localhost'):
+            src = self.find(v['node'], v['vmid'])
+            store = self.storages.get(storage, {}) if storage else None
+            shared_target = store is not None and (store.get('shared') or store.get('type') in SHARED_TYPES)
+            if not shared_target and self._local_volumes(src.config):
+                raise PveError(500, "can't clone VM to node '{0}' (VM uses local storage)".format(target))
+        return await super()._qm_clone(v, user)
+
+    # fakepve 0.5 answers POST .../migrate from the schema only; this keeps state for offline
+    # migration as qemu-server does: a stopped VM moves with its local disks, in a task.
+    async def _harness_qm_migrate(self, v, user):
+        vm = self.find(v['node'], v['vmid'])
+        self.need_quorum()
+        target = v['target']
+        if target not in self.nodes:
+            raise PveError(500, "no such cluster node '{0}'".format(target))
+        if target == vm.node:
+            raise PveError(500, 'target is local node.')
+        if vm.status == 'running' and not v.get('online'):
+            raise PveError(500, "can't migrate running VM without --online")
+        if vm.template and self._local_volumes(vm.config):
+            raise PveError(500, "can't migrate VM which uses local devices: template with local disks")
+        self._check_lock(vm)
+
+        async def body():
+            self._qm_lock(vm, 'migrate')
+            try:
+                await self.pause(1)
+                vm.node = target
+            finally:
+                self._qm_lock(vm, None)
+        return await self.task(vm.node, 'qmigrate', vm.vmid, user, body, vm=vm)
 
     async def _harness_qm_resize(self, v, user):
         vm = self.find(v['node'], v['vmid'])

@@ -84,12 +84,22 @@ pub enum ApplyError {
     StillLocked(u32, String),
     #[error("not ready: {0}")]
     Gate(#[from] GateError),
+    #[error("a linked clone of template {template} cannot be placed on {node}: the template's disks are on storage only {template_node} sees (use `full: true`, or keep the template on shared storage)")]
+    LinkedCloneAcrossNodes {
+        template: u32,
+        template_node: String,
+        node: String,
+    },
 }
 
 /// What every VM's run shares: the semaphores that bound what runs at once, and the
 /// task timeout.
 pub(crate) struct Context {
     pub(crate) task_timeout: Duration,
+    /// Storage id → shared, read once per apply when a clone goes to another node.
+    shared_storage: tokio::sync::OnceCell<BTreeMap<String, bool>>,
+    /// Template vmid → the storages its disks are on.
+    template_storages: tokio::sync::Mutex<BTreeMap<u32, Vec<String>>>,
     global: Arc<Semaphore>,
     sets: Mutex<BTreeMap<String, Arc<Semaphore>>>,
     templates: Mutex<BTreeMap<u32, Arc<Semaphore>>>,
@@ -100,6 +110,8 @@ impl Context {
     fn new(options: &ApplyOptions) -> Self {
         Context {
             task_timeout: options.task_timeout,
+            shared_storage: tokio::sync::OnceCell::new(),
+            template_storages: tokio::sync::Mutex::default(),
             global: Arc::new(Semaphore::new(options.parallelism.max(1))),
             sets: Mutex::default(),
             templates: Mutex::default(),
@@ -135,6 +147,49 @@ impl Context {
             .expect("semaphore open");
         permits.push(g);
         permits
+    }
+
+    /// Whether a clone of `template` lands on shared storage only: on `storage` when the
+    /// clone names one, else on the template's own disks' storages. Costs one listing of
+    /// the storages and one read of the template's config, each once per apply.
+    pub(crate) async fn clones_to_shared(
+        &self,
+        client: &PveClient,
+        template_node: &str,
+        template: u32,
+        storage: Option<&str>,
+    ) -> Result<bool, PveError> {
+        let shared = self
+            .shared_storage
+            .get_or_try_init(|| async {
+                let list = client
+                    .cluster_resources(Some(crate::pve::ResourceType::Storage))
+                    .await?;
+                Ok::<_, PveError>(
+                    list.into_iter()
+                        .filter_map(|r| r.storage.map(|s| (s, r.shared)))
+                        .collect(),
+                )
+            })
+            .await?;
+        if let Some(s) = storage {
+            return Ok(shared.get(s).copied().unwrap_or(false));
+        }
+        let mut known = self.template_storages.lock().await;
+        if !known.contains_key(&template) {
+            let config = client.get_vm_config(template_node, template).await?;
+            let storages = config
+                .values()
+                .keys()
+                .filter(|k| is_drive_key(k))
+                .filter_map(|k| config.text(k))
+                .filter_map(|v| drive_storage(&v))
+                .collect();
+            known.insert(template, storages);
+        }
+        Ok(known[&template]
+            .iter()
+            .all(|s| shared.get(s).copied().unwrap_or(false)))
     }
 
     /// A permit to clone from `template`, when clones of one template are limited.
@@ -244,9 +299,32 @@ fn describe(a: &Action) -> String {
         Action::Create { name, .. } => format!("create {name}"),
         Action::Configure { vmid, .. } => format!("configure {vmid}"),
         Action::Resize { vmid, disk, .. } => format!("resize {vmid} {disk}"),
+        Action::Migrate { vmid, to, .. } => format!("migrate {vmid} to {to}"),
         Action::Start { vmid, .. } => format!("start {vmid}"),
         Action::Stop { vmid, .. } => format!("stop {vmid}"),
         Action::Reboot { vmid, .. } => format!("reboot {vmid}"),
         Action::Delete { vmid, .. } => format!("delete {vmid}"),
+    }
+}
+
+/// `scsi0`, `virtio1`, `sata2`, `ide3`, `efidisk0`, `tpmstate0`: keys whose value is a drive.
+fn is_drive_key(key: &str) -> bool {
+    ["scsi", "virtio", "sata", "ide", "efidisk", "tpmstate"]
+        .iter()
+        .any(|bus| {
+            key.strip_prefix(bus)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+}
+
+/// The storage a drive value lives on (`local-lvm:vm-1-disk-0,size=4G` → `local-lvm`).
+/// `none` (an empty drive) has none; a physical `cdrom` counts as node-local, as PVE
+/// counts it when deciding whether a VM can be cloned to another node.
+fn drive_storage(value: &str) -> Option<String> {
+    let volume = value.split(',').next()?;
+    match volume.split_once(':') {
+        Some((storage, _)) => Some(storage.to_string()),
+        None if volume == "cdrom" => Some("cdrom".into()),
+        None => None,
     }
 }

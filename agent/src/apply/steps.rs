@@ -38,10 +38,12 @@ pub(super) async fn run(
             };
             let new = NewVm { name, vmid, node };
             match clone {
-                Some(c) => clone_vm(client, &new, c, templates, cx).await?,
-                None => create_empty(client, &new, cx).await?,
+                Some(c) => clone_vm(client, &new, c, templates, cx, done).await?,
+                None => {
+                    create_empty(client, &new, cx).await?;
+                    done.push(format!("create {vmid}"));
+                }
             }
-            done.push(format!("create {vmid}"));
             configure_new(client, &new, config, disks, cx, done).await?;
             if !*start {
                 return Ok(());
@@ -67,6 +69,10 @@ pub(super) async fn run(
             disk,
             to,
         } => grow(client, node, *vmid, disk, *to, cx).await?,
+        Action::Migrate { vmid, from, to } => {
+            migrate(client, *vmid, from, to, cx).await?;
+            format!("migrate to {to}")
+        }
         Action::Start { vmid, node } => {
             let upid = client.start_vm(node, *vmid).await?;
             client.wait_task(&upid, cx.task_timeout).await?;
@@ -107,6 +113,7 @@ async fn clone_vm(
     source: &CloneSource,
     templates: &Templates,
     cx: &Context,
+    done: &mut Vec<String>,
 ) -> Result<(), ApplyError> {
     let tvmid = match &source.template {
         TemplateRef::Vmid(v) => v.get(),
@@ -119,17 +126,53 @@ async fn clone_vm(
         .nodes
         .get(&tvmid)
         .ok_or_else(|| ApplyError::MissingTemplate(format!("template {tvmid}")))?;
+    // PVE clones to another node only when every disk of the clone lands on shared
+    // storage; otherwise clone on the template's node and migrate the stopped clone.
+    let storage = source.storage.as_ref().map(ToString::to_string);
+    let cross_node = tnode != new.node;
+    let via_migration = cross_node
+        && !cx
+            .clones_to_shared(client, tnode, tvmid, storage.as_deref())
+            .await?;
+    if via_migration && !source.full {
+        return Err(ApplyError::LinkedCloneAcrossNodes {
+            template: tvmid,
+            template_node: tnode.clone(),
+            node: new.node.to_string(),
+        });
+    }
     let mut opts = CloneOptions::new(new.vmid);
     opts.name = Some(new.name.to_string());
     opts.full = Some(source.full);
-    opts.storage = source.storage.as_ref().map(ToString::to_string);
-    opts.target = (tnode != new.node).then(|| new.node.to_string());
+    opts.storage = storage;
+    opts.target = (cross_node && !via_migration).then(|| new.node.to_string());
     // Marks the VM as ours until the configure step sets the ownership tag: a pass that
     // dies in between finds it again and finishes it instead of refusing a stranger.
     opts.description = Some(CREATED_NOTE.to_string());
-    let _permit = cx.clone_permit(tvmid).await;
-    let started = client.clone_vm(tnode, tvmid, &opts).await;
-    finish_create(client, new, started, cx).await
+    {
+        let _permit = cx.clone_permit(tvmid).await;
+        let started = client.clone_vm(tnode, tvmid, &opts).await;
+        finish_create(client, new, started, cx).await?;
+    }
+    done.push(format!("create {}", new.vmid));
+    if via_migration {
+        migrate(client, new.vmid, tnode, new.node, cx).await?;
+        done.push(format!("migrate to {}", new.node));
+    }
+    Ok(())
+}
+
+/// Move a stopped VM from `from` to `to`.
+async fn migrate(
+    client: &PveClient,
+    vmid: u32,
+    from: &str,
+    to: &str,
+    cx: &Context,
+) -> Result<(), ApplyError> {
+    let upid = client.migrate_vm(from, vmid, to, false).await?;
+    client.wait_task(&upid, cx.task_timeout).await?;
+    Ok(())
 }
 
 async fn create_empty(client: &PveClient, new: &NewVm<'_>, cx: &Context) -> Result<(), ApplyError> {

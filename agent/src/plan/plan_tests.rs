@@ -93,6 +93,7 @@ fn kinds(p: &super::vm::Plan) -> Vec<String> {
                 )
             }
             Action::Resize { vmid, disk, to, .. } => format!("resize {vmid} {disk} {}G", to >> 30),
+            Action::Migrate { vmid, to, .. } => format!("migrate {vmid} {to}"),
             Action::Start { vmid, .. } => format!("start {vmid}"),
             Action::Stop { vmid, .. } => format!("stop {vmid}"),
             Action::Reboot { vmid, .. } => format!("reboot {vmid}"),
@@ -342,4 +343,27 @@ spec:
     assert_eq!(app.after, BTreeSet::from(["db".to_string()]));
     assert_eq!(app.set_limit, Some(("app".to_string(), 1)));
     assert_eq!(app.gate, None);
+}
+
+/// A stopped VM on another node than declared is migrated there first, and changed on
+/// its new node; a running one is only reported (live migration is the operator's call).
+#[test]
+fn stopped_vms_on_the_wrong_node_are_migrated_running_ones_reported() {
+    let mut actual = cluster(2);
+    actual[1].node = "pve3".into(); // app-1, declared on pve1
+    actual[1].running = false;
+    actual[1].config.insert("memory".into(), "1024".into());
+    actual[2].node = "pve3".into(); // app-2, declared on pve2, running
+    let p = plan(&desired(2, "8G", "32G"), &actual, &Policy::default());
+    assert_eq!(
+        kinds(&p),
+        ["migrate 501 pve1", "configure 501 memory", "start 501"]
+    );
+    match &p.waves.last().unwrap()["app-1"][1] {
+        Action::Configure { node, .. } => assert_eq!(node, "pve1"),
+        other => panic!("{other:?}"),
+    }
+    assert!(p.findings.iter().any(
+        |f| matches!(f, Finding::WrongNode { name, actual, .. } if name == "app-2" && actual == "pve3")
+    ));
 }

@@ -54,6 +54,12 @@ pub enum Action {
         disk: String,
         to: u64,
     },
+    /// Move a stopped VM to the node it is declared on (offline: its local disks move too).
+    Migrate {
+        vmid: u32,
+        from: String,
+        to: String,
+    },
     Start {
         vmid: u32,
         node: String,
@@ -97,7 +103,7 @@ pub enum Finding {
     /// A config value that comes from a secret this build cannot decrypt yet; the rest of
     /// the VM is applied, this key is not.
     SecretNotApplied { name: String, key: String },
-    /// The VM runs on another node than declared (migration is not planned).
+    /// The VM runs on another node than declared; a running VM is not migrated.
     WrongNode {
         name: String,
         desired: String,
@@ -203,15 +209,25 @@ pub fn plan_vm(
         });
         return Vec::new();
     }
-    if a.node != vm.node.as_str() {
-        findings.push(Finding::WrongNode {
-            name: name.clone(),
-            desired: vm.node.to_string(),
-            actual: a.node.clone(),
-        });
-    }
-    let node = a.node.clone();
     let mut out = Vec::new();
+    let mut node = a.node.clone();
+    if a.node != vm.node.as_str() {
+        if a.running {
+            // Live migration is the operator's call (it moves memory and local disks).
+            findings.push(Finding::WrongNode {
+                name: name.clone(),
+                desired: vm.node.to_string(),
+                actual: a.node.clone(),
+            });
+        } else {
+            out.push(Action::Migrate {
+                vmid: a.vmid,
+                from: a.node.clone(),
+                to: vm.node.to_string(),
+            });
+            node = vm.node.to_string();
+        }
+    }
     // Disks: sizes first (grow only), then options via the config diff below.
     let mut refused = BTreeSet::new();
     for d in &vm.spec.disks {
@@ -247,8 +263,10 @@ pub fn plan_vm(
     .filter(|c| !refused.contains(&c.key))
     .collect();
     if !changes.is_empty() {
+        // Before the grows, after a migration.
+        let at = usize::from(matches!(out.first(), Some(Action::Migrate { .. })));
         out.insert(
-            0,
+            at,
             Action::Configure {
                 vmid: a.vmid,
                 node: node.clone(),

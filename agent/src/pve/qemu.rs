@@ -216,6 +216,26 @@ impl PveClient {
             .await
     }
 
+    /// `POST .../migrate`: move a VM to `target`. Offline (a stopped VM) moves its local
+    /// disks along; `online` live-migrates a running one.
+    pub async fn migrate_vm(
+        &self,
+        node: &str,
+        vmid: u32,
+        target: &str,
+        online: bool,
+    ) -> Result<Upid, PveError> {
+        let p = Params::new()
+            .with("target", target)
+            .with_opt("online", online.then_some(true));
+        self.post(
+            &vm_path(node, vmid, "/migrate"),
+            &p,
+            Idempotency::NotIdempotent,
+        )
+        .await
+    }
+
     async fn vm_action(
         &self,
         node: &str,

@@ -48,6 +48,12 @@ pub struct ClusterResource {
     pub maxdisk: Option<u64>,
     #[serde(default, deserialize_with = "de::opt_u64")]
     pub uptime: Option<u64>,
+    /// Storage entries: the storage id (the entry's `node` says which node's view).
+    #[serde(default)]
+    pub storage: Option<String>,
+    /// Storage entries: every node sees the same content (Ceph, NFS, ...).
+    #[serde(default, deserialize_with = "de::flag")]
+    pub shared: bool,
 }
 
 impl ClusterResource {
