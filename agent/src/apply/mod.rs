@@ -176,18 +176,22 @@ impl Context {
             return Ok(shared.get(s).copied().unwrap_or(false));
         }
         let mut known = self.template_storages.lock().await;
-        if !known.contains_key(&template) {
-            let config = client.get_vm_config(template_node, template).await?;
-            let storages = config
-                .values()
-                .keys()
-                .filter(|k| is_drive_key(k))
-                .filter_map(|k| config.text(k))
-                .filter_map(|v| drive_storage(&v))
-                .collect();
-            known.insert(template, storages);
-        }
-        Ok(known[&template]
+        let storages = match known.entry(template) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let config = client.get_vm_config(template_node, template).await?;
+                e.insert(
+                    config
+                        .values()
+                        .keys()
+                        .filter(|k| is_drive_key(k))
+                        .filter_map(|k| config.text(k))
+                        .filter_map(|v| drive_storage(&v))
+                        .collect(),
+                )
+            }
+        };
+        Ok(storages
             .iter()
             .all(|s| shared.get(s).copied().unwrap_or(false)))
     }
