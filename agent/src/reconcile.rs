@@ -217,7 +217,13 @@ pub fn run_command(
 ) -> Result<i32> {
     use crate::daemon::{changes::VmList, run, watch, Daemon, DaemonOptions};
     let client = client(conn)?;
+    let cluster = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "cluster".into());
     let options = DaemonOptions {
+        cluster,
         interval,
         resync,
         policy: policy(p),

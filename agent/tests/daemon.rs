@@ -41,6 +41,7 @@ spec:
 
 fn options(interval: Duration) -> DaemonOptions {
     DaemonOptions {
+        cluster: "test".into(),
         interval,
         resync: Duration::from_secs(3600),
         policy: Policy::default(),
@@ -77,7 +78,17 @@ async fn idle_passes_cost_one_call_and_changes_wake_full_passes() {
         options(Duration::from_secs(15)),
     );
 
-    assert_eq!(counts(&d.tick().await.unwrap()), (2, 0));
+    let first = d.tick().await.unwrap();
+    assert_eq!(counts(&first), (2, 0));
+    let Outcome::Reconciled { status, .. } = &first else {
+        unreachable!()
+    };
+    let syncs: Vec<(&str, &str)> = status
+        .resources
+        .iter()
+        .map(|r| (r.name.as_str(), r.sync.as_str()))
+        .collect();
+    assert_eq!(syncs, [("web-1", "changed"), ("web-2", "changed")]);
     // The first pass changed things: the next one is a full pass, finding nothing to do.
     assert_eq!(counts(&d.tick().await.unwrap()), (0, 0));
     control.reset_counters().await;
@@ -107,8 +118,11 @@ async fn idle_passes_cost_one_call_and_changes_wake_full_passes() {
     std::fs::write(repo.join("web.yaml"), manifests(3).replace("1G", "1GB")).unwrap();
     control.reset_counters().await;
     match d.tick().await.unwrap() {
-        Outcome::Invalid { errors, .. } => {
-            assert!(errors.contains("web.yaml:13:50: invalid-value"), "{errors}")
+        Outcome::Invalid { errors, status, .. } => {
+            assert!(errors.contains("web.yaml:13:50: invalid-value"), "{errors}");
+            let rejected = status.rejected.as_ref().expect("rejection noted");
+            assert!(rejected.errors[0].starts_with("web.yaml:13:50"));
+            assert_eq!(status.resources.len(), 2, "the last applied state stays");
         }
         other => panic!("expected an invalid revision, got {other:?}"),
     }

@@ -12,6 +12,7 @@ use crate::apply::{allocate_vmids, apply, ApplyOptions, Report};
 use crate::observe::{listing_fingerprint, observe};
 use crate::plan::{plan, Finding, Plan, Policy};
 use crate::pve::{PveClient, ResourceType};
+use crate::report::status::{self, ClusterStatus};
 use anyhow::{Context, Result};
 use changes::ClusterChanges;
 use pve_gitops_schema::DesiredState;
@@ -23,6 +24,8 @@ use tokio::time::Instant;
 /// How the daemon paces itself and what it may do.
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
+    /// The cluster's name in the status (the manifests directory's name by default).
+    pub cluster: String,
     /// Time between passes when nothing wakes the daemon earlier.
     pub interval: Duration,
     /// A full pass at least this often, even when nothing seems to have changed.
@@ -34,8 +37,13 @@ pub struct DaemonOptions {
 /// What one pass did.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The manifests are invalid: nothing was applied. `errors` lists every problem.
-    Invalid { revision: String, errors: String },
+    /// The manifests are invalid: nothing was applied. `errors` lists every problem;
+    /// `status` is the last applied one with the rejection noted.
+    Invalid {
+        revision: String,
+        errors: String,
+        status: Box<ClusterStatus>,
+    },
     /// Nothing changed since the last settled pass (one API call).
     Unchanged,
     /// A full pass: the plan and what applying it did.
@@ -43,6 +51,7 @@ pub enum Outcome {
         revision: String,
         plan: Plan,
         report: Report,
+        status: Box<ClusterStatus>,
     },
 }
 
@@ -64,6 +73,8 @@ pub struct Daemon {
     /// The last valid revision loaded, so an unchanged revision is not parsed again.
     desired: Option<(String, DesiredState)>,
     settled: Option<Settled>,
+    /// The status of the last full pass, kept through rejected revisions.
+    status: Option<ClusterStatus>,
 }
 
 impl Daemon {
@@ -80,6 +91,7 @@ impl Daemon {
             options,
             desired: None,
             settled: None,
+            status: None,
         }
     }
 
@@ -105,7 +117,17 @@ impl Daemon {
             }
         }
         if let Err(errors) = self.load(&revision)? {
-            return Ok(Outcome::Invalid { revision, errors });
+            let status = status::after_rejection(
+                self.status.clone(),
+                &self.options.cluster,
+                &revision,
+                errors.lines().map(str::to_string).collect(),
+            );
+            return Ok(Outcome::Invalid {
+                revision,
+                errors,
+                status: Box::new(status),
+            });
         }
         let desired = &self.desired.as_ref().expect("loaded").1;
         let observed = observe(&self.client, desired)
@@ -132,10 +154,22 @@ impl Daemon {
                 at: Instant::now(),
             });
         }
+        let status = status::after_pass(
+            &self.options.cluster,
+            &revision,
+            &status::PassFacts {
+                desired,
+                actual: &observed.vms,
+                plan: &plan,
+                report: &report,
+            },
+        );
+        self.status = Some(status.clone());
         Ok(Outcome::Reconciled {
             revision,
             plan,
             report,
+            status: Box::new(status),
         })
     }
 
@@ -185,13 +219,16 @@ pub async fn run(
 fn log(pass: u64, outcome: &Outcome) {
     match outcome {
         Outcome::Unchanged => tracing::debug!(pass, "unchanged since the last pass"),
-        Outcome::Invalid { revision, errors } => {
+        Outcome::Invalid {
+            revision, errors, ..
+        } => {
             tracing::error!(pass, %revision, "invalid manifests; nothing from this revision is applied:\n{errors}")
         }
         Outcome::Reconciled {
             revision,
             plan,
             report,
+            ..
         } => {
             if !plan.is_empty() || !plan.findings.is_empty() {
                 tracing::info!(pass, %revision, "plan:\n{}", crate::reconcile::describe(plan));
