@@ -8,3 +8,4 @@ pub mod observe;
 pub mod plan;
 pub mod pve;
 pub mod reconcile;
+pub mod secrets;
