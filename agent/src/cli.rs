@@ -84,6 +84,9 @@ pub enum Command {
         #[arg(long, default_value = "/etc/pve/.vmlist")]
         vmlist: PathBuf,
     },
+    /// Decrypt secrets the way the agent does, for debugging (age files, SOPS documents).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
 }
 
 /// How much an apply does at once.
@@ -96,6 +99,36 @@ pub struct ApplyArgs {
     /// 1 for storages whose clones lock their source.
     #[arg(long)]
     pub clones_per_template: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Print a decrypted `.age` file or SOPS document (like `sops -d`), after checking its MAC.
+    ///
+    /// Exit status 1 when it cannot be decrypted; the message names the file and, in a SOPS
+    /// document, the key.
+    Decrypt {
+        #[command(flatten)]
+        identity: IdentityArgs,
+        /// The encrypted file.
+        path: PathBuf,
+    },
+    /// Print the recipient (`age1…`, or `ssh-… AAAA…` for an SSH key) of each identity: what
+    /// to encrypt secrets to (`age -r`, `sops --age`).
+    Recipients {
+        #[command(flatten)]
+        identity: IdentityArgs,
+    },
+}
+
+/// The private keys to decrypt with.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdentityArgs {
+    /// An age identity file or an SSH private key (e.g. the node's
+    /// /etc/ssh/ssh_host_ed25519_key); repeatable. It must not be accessible by group or
+    /// others.
+    #[arg(short, long, default_value = crate::secrets::DEFAULT_AGE_KEY)]
+    pub identity: Vec<PathBuf>,
 }
 
 /// How to reach the Proxmox API.

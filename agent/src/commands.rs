@@ -1,6 +1,7 @@
 //! What each subcommand does. Each returns the process exit code.
 
 use crate::cli::Format;
+use crate::secrets;
 use anyhow::Result;
 use pve_gitops_schema::{load, DesiredState, Diagnostics};
 use std::io::Write;
@@ -152,4 +153,50 @@ pub fn schema() -> Result<i32> {
         serde_json::to_string_pretty(&pve_gitops_schema::schema::document_schema())?
     );
     Ok(0)
+}
+
+fn load_identities(
+    files: &[std::path::PathBuf],
+) -> Result<secrets::Identities, secrets::SecretError> {
+    let mut ids = secrets::Identities::new();
+    for f in files {
+        ids.add_file(f)?;
+    }
+    Ok(ids)
+}
+
+/// `secrets decrypt`: the plaintext on stdout, or the reason on stderr and exit status 1.
+pub fn secrets_decrypt(identities: &[std::path::PathBuf], path: &Path) -> Result<i32> {
+    let rendered = load_identities(identities)
+        .map(secrets::Decryptor::new)
+        .and_then(|d| d.read_file(path)?.render());
+    match rendered {
+        Ok(bytes) => {
+            let bytes = zeroize::Zeroizing::new(bytes);
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)?;
+            out.flush()?;
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("pve-gitops: {e}");
+            Ok(EXIT_INVALID)
+        }
+    }
+}
+
+/// `secrets recipients`: one recipient per line.
+pub fn secrets_recipients(identities: &[std::path::PathBuf]) -> Result<i32> {
+    match load_identities(identities) {
+        Ok(ids) => {
+            for r in ids.recipients() {
+                println!("{r}");
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("pve-gitops: {e}");
+            Ok(EXIT_INVALID)
+        }
+    }
 }

@@ -10,3 +10,4 @@ pub mod plan;
 pub mod pve;
 pub mod reconcile;
 pub mod report;
+pub mod secrets;

@@ -2,7 +2,7 @@
 //! exit code. Everything else lives in the library.
 
 use clap::Parser;
-use pve_gitops::cli::{Cli, Command};
+use pve_gitops::cli::{Cli, Command, SecretsCommand};
 use pve_gitops::commands;
 
 fn main() {
@@ -42,6 +42,12 @@ fn main() {
                 resync,
                 vmlist,
             )
+        }
+        Command::Secrets(SecretsCommand::Decrypt { identity, path }) => {
+            commands::secrets_decrypt(&identity.identity, &path)
+        }
+        Command::Secrets(SecretsCommand::Recipients { identity }) => {
+            commands::secrets_recipients(&identity.identity)
         }
     };
     match result {
