@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod manifests;
 pub mod observe;
 pub mod plan;
+pub mod preflight;
 pub mod pve;
 pub mod reconcile;
 pub mod report;
