@@ -11,3 +11,4 @@ pub mod preflight;
 pub mod pve;
 pub mod reconcile;
 pub mod report;
+pub mod selfstat;
