@@ -47,6 +47,10 @@ def start(workdir, python):
     # Seed 000's storages and its Packer-built templates 9001-9003.
     for storage in ('rbd', 'cephfs'):
         control(info, 'POST', '/ceph', {'add_storage': storage})
+    # Hosts the size seed 000 runs on (the agent's pre-flight checks the room), not fakepve's 8 GiB.
+    gib = 1 << 30
+    control(info, 'POST', '/capacity', {'nodes': {'maxcpu': 32, 'maxmem': 128 * gib, 'mem': 8 * gib},
+                                        'storages': {'rbd': 2048 * gib, 'cephfs': 1024 * gib}})
     for vmid, name in ((9001, 'dns-tpl'), (9002, 'manager-tpl'), (9003, 'worker-tpl')):
         control(info, 'POST', '/vms', {
             'vmid': vmid, 'name': name, 'node': 'pve01', 'template': True,

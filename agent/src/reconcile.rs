@@ -1,10 +1,12 @@
 //! One reconcile pass as the CLI runs it: load the manifests, observe, plan, and (for
-//! `apply`) execute, printing what happens.
+//! `apply`) check the cluster can take the plan (pre-flight), then execute, printing what
+//! happens.
 
 use crate::apply::{allocate_vmids, apply, ApplyOptions, Report};
 use crate::cli::{ApplyArgs, Connection, PolicyArgs, Reboot};
 use crate::observe::observe;
 use crate::plan::{plan, Action, Finding, Plan, Policy, RebootPolicy};
+use crate::preflight::{self, PreflightProblem};
 use crate::pve::{ApiToken, ClientOptions, PveClient, TlsTrust};
 use anyhow::{Context, Result};
 use std::fmt::Write;
@@ -191,18 +193,41 @@ pub fn apply_command(dir: &Path, conn: &Connection, p: &PolicyArgs, a: &ApplyArg
         return Ok(1);
     };
     let client = client(conn)?;
-    let (plan, report) = runtime()?.block_on(async {
+    let (plan, outcome) = runtime()?.block_on(async {
         let observed = observe(&client, &desired)
             .await
             .context("observing the cluster")?;
         let mut plan = plan(&desired, &observed.vms, &policy(p));
         allocate_vmids(&mut plan, &observed.used_vmids);
+        let facts = preflight::gather(&client, &plan, &observed)
+            .await
+            .context("pre-flight: reading the cluster")?;
+        if let Err(problems) = preflight::check(&plan, &facts) {
+            return anyhow::Ok((plan, Err(problems)));
+        }
         let report = apply(&client, &plan, &observed.templates, &apply_options(a)).await;
-        anyhow::Ok((plan, report))
+        anyhow::Ok((plan, Ok(report)))
     })?;
     print!("{}", describe(&plan));
-    print!("{}", describe_report(&report));
-    Ok(if report.failed.is_empty() { 0 } else { 1 })
+    match outcome {
+        Ok(report) => {
+            print!("{}", describe_report(&report));
+            Ok(if report.failed.is_empty() { 0 } else { 1 })
+        }
+        Err(problems) => {
+            eprint!("{}", describe_preflight(&problems));
+            Ok(1)
+        }
+    }
+}
+
+/// A failed pre-flight as lines for the terminal: what is missing, and that nothing ran.
+pub fn describe_preflight(problems: &[PreflightProblem]) -> String {
+    let mut out = String::from("pre-flight failed, nothing was applied:\n");
+    for p in problems {
+        let _ = writeln!(out, "  {p}");
+    }
+    out
 }
 
 /// `pve-gitops run`: the daemon loop until SIGTERM or SIGINT.

@@ -206,6 +206,26 @@ class CountingPve(FakePve):
             vm.agent = copy.deepcopy(self.new_vm_agent)
         return await super()._agent_call(match, values)
 
+    # ------------------------------------------------------------ capacity
+
+    # fakepve 0.5 gives every online node 4 CPUs and 8 GiB (2 GiB used), and lists every
+    # storage in /cluster/resources as 100 GiB with nothing used. POST /capacity sizes the
+    # nodes (all alike), and storages report what their volumes use of their `total`, as
+    # the storage status endpoint already does.
+    node_capacity = {}
+
+    def _node_stats(self, online):
+        stats = FakePve._node_stats(online)
+        if stats:
+            stats.update(self.node_capacity)
+        return stats
+
+    def _storage_resource(self, node, name):
+        item = super()._storage_resource(node, name)
+        if item:
+            item['maxdisk'], item['disk'], _ = self._space(self.storages[name])
+        return item
+
     # ------------------------------------------------------------ state
 
     def register_volumes(self, vm):
@@ -356,6 +376,20 @@ def control_app(pve):
         pve.new_vm_agent = None if b.get('agent') is None else dict(b['agent'])
         return web.json_response({'agent': pve.new_vm_agent})
 
+    @routes.post('/capacity')
+    async def capacity(request):
+        # {"nodes": {"maxmem": bytes, "mem": bytes, "maxcpu": n}} sizes every node;
+        # {"storages": {"rbd": bytes}} sets a storage's total size.
+        b = await body_of(request)
+        nodes = dict((k, int(v)) for k, v in (b.get('nodes') or {}).items() if k in ('maxmem', 'mem', 'maxcpu'))
+        pve.node_capacity = dict(pve.node_capacity, **nodes)
+        for sid, total in (b.get('storages') or {}).items():
+            if sid not in pve.storages:
+                return json_error(404, 'no storage {0}'.format(sid))
+            pve.storages[sid]['total'] = int(total)
+            pve.storages[sid].pop('avail', None)
+        return web.json_response({'nodes': pve.node_capacity})
+
     @routes.post('/time_scale')
     async def time_scale(request):
         pve.time_scale = float((await body_of(request))['value'])
@@ -390,6 +424,18 @@ def control_app(pve):
                 setattr(vm, key, b[key])
         pve.register_volumes(vm)
         return web.json_response(pve.guest_view(vm))
+
+    @routes.post('/cts')
+    async def ct_create(request):
+        # {"vmid": 200, "name": "dns", "node": "pve1", "status": "running",
+        #  "config": {"net0": "name=eth0,bridge=vmbr0,ip=192.0.2.53/24"}}: a container (fakepve fills in the rest).
+        b = await body_of(request)
+        try:
+            ct = pve.add_ct(int(b['vmid']), b.get('name'), node=b.get('node', 'pve1'),
+                            status=b.get('status', 'stopped'), config=b.get('config'))
+        except (KeyError, TypeError, ValueError) as e:
+            return json_error(400, '{0}: {1}'.format(type(e).__name__, e))
+        return web.json_response({'vmid': ct.vmid, 'node': ct.node, 'status': ct.status, 'config': dict(ct.config)})
 
     @routes.patch('/vms/{vmid}')
     async def vm_update(request):

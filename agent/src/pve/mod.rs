@@ -12,7 +12,7 @@
 //! * [`form`]: PVE's form encoding (`%2B`, `1`/`0`, `sshkeys`).
 //! * [`upid`], [`task`]: task ids and waiting for tasks.
 //! * [`retry`], [`limits`]: which failures are repeated; concurrency bounds.
-//! * [`qemu`], [`cluster`], [`storage`], [`guest_agent`]: typed endpoints.
+//! * [`qemu`], [`lxc`], [`cluster`], [`storage`], [`guest_agent`]: typed endpoints.
 //! * [`config`], [`types`]: what the read endpoints return.
 
 pub mod client;
@@ -23,6 +23,7 @@ pub mod error;
 pub mod form;
 pub mod guest_agent;
 pub mod limits;
+pub mod lxc;
 pub mod options;
 pub mod qemu;
 pub mod retry;

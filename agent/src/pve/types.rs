@@ -46,6 +46,9 @@ pub struct ClusterResource {
     pub maxmem: Option<u64>,
     #[serde(default, deserialize_with = "de::opt_u64")]
     pub maxdisk: Option<u64>,
+    /// Bytes used: of a storage (`type=storage`), or a node's root filesystem.
+    #[serde(default, deserialize_with = "de::opt_u64")]
+    pub disk: Option<u64>,
     #[serde(default, deserialize_with = "de::opt_u64")]
     pub uptime: Option<u64>,
     /// Storage entries: the storage id (the entry's `node` says which node's view).
@@ -241,5 +244,18 @@ mod tests {
         assert_eq!(r.vmid, Some(100));
         assert!(!r.template);
         assert_eq!(r.tag_list(), ["b", "a"]);
+    }
+
+    #[test]
+    fn storage_resource_from_fakepve_shape() {
+        let r: ClusterResource = serde_json::from_str(
+            r#"{"id":"storage/pve1/rbd","type":"storage","node":"pve1","storage":"rbd",
+                "status":"available","plugintype":"rbd","content":"images","shared":1,
+                "disk":1073741824,"maxdisk":107374182400}"#,
+        )
+        .unwrap();
+        assert_eq!(r.storage.as_deref(), Some("rbd"));
+        assert!(r.shared);
+        assert_eq!((r.disk, r.maxdisk), (Some(1 << 30), Some(100 << 30)));
     }
 }

@@ -139,6 +139,11 @@ impl Control {
         .await
     }
 
+    /// Put a container straight into the fake's state (harness.py `/cts`).
+    pub async fn create_ct(&self, spec: Value) -> Value {
+        self.post("/cts", spec).await
+    }
+
     pub async fn update_vm(&self, vmid: u32, changes: Value) -> Value {
         self.call(
             reqwest::Method::PATCH,
