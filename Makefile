@@ -4,7 +4,7 @@
 CARGO ?= cargo
 BIN := target/debug/pve-gitops
 
-.PHONY: demo test lint ci schema build clean
+.PHONY: demo test lint ci schema build clean bench
 
 build:
 	$(CARGO) build --workspace
@@ -16,6 +16,11 @@ demo: build
 ## The whole test suite (unit, corpus, snapshots, CLI, end-to-end).
 test:
 	bash scripts/test.sh
+
+## Converge 10, 100 and 500 VMs on fakepve and print wall time and API calls against the
+## targets (BENCH_SIZES=10,100 to choose sizes; BENCH_PARALLEL_N=0 skips the p1/p4 run).
+bench:
+	$(CARGO) bench -p pve-gitops --bench converge
 
 ## Formatting and lints, as CI runs them.
 lint:

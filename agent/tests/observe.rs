@@ -64,11 +64,17 @@ async fn only_candidates_are_read_and_the_plan_follows_the_cluster() {
         actual[0].config["net0"],
         "virtio=BC:24:11:AA:00:01,bridge=vmbr0,tag=14"
     );
-    assert!(actual[0].digest.is_some());
-    // One listing, two configs, the pending changes of the one running VM; nothing else.
+    // The digest of the config file, for the optimistic-concurrency check of writes.
+    let digest = control.vm(501).await.unwrap()["digest"].clone();
+    assert_eq!(actual[0].digest.as_deref(), digest.as_str());
+    // One listing and one read per candidate (`/pending`: current config, pending changes
+    // and digest at once); nothing else.
     let c = control.counters().await;
-    assert_eq!(c.total, 4, "{:?}", c.by_endpoint);
+    assert_eq!(c.total, 3, "{:?}", c.by_endpoint);
+    assert_eq!(c.path("GET", "/nodes/pve1/qemu/501/pending"), 1);
+    assert_eq!(c.path("GET", "/nodes/pve2/qemu/599/pending"), 1);
     assert_eq!(c.path("GET", "/nodes/pve3/qemu/700/config"), 0);
+    assert_eq!(c.path("GET", "/nodes/pve3/qemu/700/pending"), 0);
 
     let p = plan(&desired, &actual, &Policy::default());
     let actions: Vec<&Action> = p.actions().collect();

@@ -3,12 +3,15 @@
 //!
 //! One `GET /cluster/resources?type=vm` lists every guest with node, status, template flag
 //! and tags. Only candidates — guests carrying the ownership tag, or whose vmid or name a
-//! manifest declares — cost more: their config, and their pending changes when running.
-//! Everything else in the cluster is never read.
+//! manifest declares — cost more: one `GET .../pending` each, which carries the current
+//! config, the changes waiting for the next start and the digest in one answer (qemu-server
+//! builds it from the same parsed config file as `GET .../config`). So a pass over an
+//! unchanged cluster reads once per owned VM plus the listing. Everything else in the
+//! cluster is never read.
 
 use crate::apply::Templates;
 use crate::plan::actual::ActualVm;
-use crate::pve::{ClusterResource, PveClient, PveError, ResourceType};
+use crate::pve::{de, ClusterResource, PendingEntry, PveClient, PveError, ResourceType};
 use pve_gitops_schema::ids::OWNER_TAG;
 use pve_gitops_schema::DesiredState;
 use std::collections::{BTreeMap, BTreeSet};
@@ -90,46 +93,24 @@ pub async fn observe(client: &PveClient, desired: &DesiredState) -> Result<Obser
         }
         // A clone to another node or a migration may move the config between the listing
         // and this read: look the VM up again once; a VM gone meanwhile is not observed.
-        let (node, config) = match client.get_vm_config(&node, vmid).await {
-            Ok(c) => (node, c),
+        let (node, entries) = match client.vm_pending(&node, vmid).await {
+            Ok(e) => (node, e),
             Err(PveError::NotFound(_)) => match relocate(client, vmid).await? {
                 Some(found) => found,
                 None => continue,
             },
             Err(e) => return Err(e),
         };
-        let running = r.status.as_deref() == Some("running");
-        let pending = if running {
-            client
-                .vm_pending(&node, vmid)
-                .await?
-                .into_iter()
-                .filter(|p| p.is_pending())
-                .map(|p| {
-                    let value = if p.delete {
-                        None
-                    } else {
-                        p.pending.as_ref().map(value_text)
-                    };
-                    (p.key, value)
-                })
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
+        let (config, pending, digest) = split_pending(entries);
         out.vms.push(ActualVm {
             vmid,
             name,
             node,
-            running,
+            running: r.status.as_deref() == Some("running"),
             template: false,
             tags,
-            digest: config.digest().map(str::to_string),
-            config: config
-                .values()
-                .keys()
-                .filter_map(|k| config.text(k).map(|v| (k.clone(), v)))
-                .collect(),
+            digest,
+            config,
             pending,
         });
     }
@@ -140,7 +121,7 @@ pub async fn observe(client: &PveClient, desired: &DesiredState) -> Result<Obser
 async fn relocate(
     client: &PveClient,
     vmid: u32,
-) -> Result<Option<(String, crate::pve::VmConfig)>, PveError> {
+) -> Result<Option<(String, Vec<PendingEntry>)>, PveError> {
     let now = client.cluster_resources(Some(ResourceType::Vm)).await?;
     let Some(node) = now
         .into_iter()
@@ -149,17 +130,96 @@ async fn relocate(
     else {
         return Ok(None);
     };
-    match client.get_vm_config(&node, vmid).await {
-        Ok(c) => Ok(Some((node, c))),
+    match client.vm_pending(&node, vmid).await {
+        Ok(e) => Ok(Some((node, e))),
         Err(PveError::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
     }
 }
+
+/// Current config, pending changes and digest from `GET .../pending`. The digest is a key
+/// like the others there; a fake that leaves it out gives `None` (writes without the
+/// optimistic-concurrency check).
+fn split_pending(
+    entries: Vec<PendingEntry>,
+) -> (BTreeMap<String, String>, Pending, Option<String>) {
+    let (mut config, mut pending, mut digest) = (BTreeMap::new(), BTreeMap::new(), None);
+    for e in entries {
+        if e.key == "digest" {
+            digest = e.value.as_ref().and_then(de::value_text);
+            continue;
+        }
+        if e.is_pending() {
+            let value = if e.delete {
+                None
+            } else {
+                e.pending.as_ref().map(value_text)
+            };
+            pending.insert(e.key.clone(), value);
+        }
+        // As `VmConfig::text` reads `GET .../config`: scalars as text, anything else skipped.
+        if let Some(v) = e.value.as_ref().and_then(de::value_text) {
+            config.insert(e.key, v);
+        }
+    }
+    (config, pending, digest)
+}
+
+/// Keys whose value changes at the next start, and to what (`None`: removed).
+type Pending = BTreeMap<String, Option<String>>;
 
 /// A pending value as text, as PVE would show it in the config.
 fn value_text(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(json: &str) -> Vec<PendingEntry> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn pending_answer_splits_into_config_changes_and_digest() {
+        // The shape qemu-server's config_with_pending_array gives: current values, pending
+        // ones beside them, keys only pending, deletions, and the file digest as a key.
+        let (config, pending, digest) = split_pending(entries(
+            r#"[{"key":"cores","value":2,"pending":"4"},
+                {"key":"memory","value":"2048"},
+                {"key":"agent","value":"1","delete":1},
+                {"key":"balloon","pending":"1024"},
+                {"key":"digest","value":"0123abcd"}]"#,
+        ));
+        let config: Vec<(&str, &str)> = config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(config, [("agent", "1"), ("cores", "2"), ("memory", "2048")]);
+        let pending: Vec<(&str, Option<&str>)> = pending
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        assert_eq!(
+            pending,
+            [
+                ("agent", None),
+                ("balloon", Some("1024")),
+                ("cores", Some("4"))
+            ]
+        );
+        assert_eq!(digest.as_deref(), Some("0123abcd"));
+    }
+
+    #[test]
+    fn no_digest_key_means_no_digest() {
+        let (config, pending, digest) = split_pending(entries(r#"[{"key":"cores","value":"2"}]"#));
+        assert_eq!(config["cores"], "2");
+        assert!(pending.is_empty());
+        assert_eq!(digest, None);
     }
 }

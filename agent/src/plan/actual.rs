@@ -11,7 +11,7 @@ pub struct ActualVm {
     pub running: bool,
     pub template: bool,
     pub tags: BTreeSet<String>,
-    /// `GET .../config`, current values.
+    /// Current values (what `GET .../config?current=1` shows).
     pub config: BTreeMap<String, String>,
     /// Keys with a pending value (applied at the next reboot) and that value (`None`: the
     /// key is removed at the next reboot).

@@ -20,3 +20,4 @@ macro_rules! fake {
 pub mod control;
 pub mod fakepve;
 pub mod pass;
+pub mod scale;
