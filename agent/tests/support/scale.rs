@@ -148,6 +148,7 @@ pub async fn idle_pass(pve: &FakePve, n: u32) -> Counters {
         manifests_dir,
         Box::new(VmList(vmlist)),
         DaemonOptions {
+            cluster: "bench".into(),
             interval: Duration::from_secs(3600),
             resync: Duration::from_secs(3600),
             policy: Policy::default(),
