@@ -130,6 +130,30 @@ async fn idle_passes_cost_one_call_and_changes_wake_full_passes() {
     std::fs::write(repo.join("web.yaml"), manifests(3)).unwrap();
     assert_eq!(counts(&d.tick().await.unwrap()), (1, 0));
     assert!(control.vm(603).await.is_some());
+
+    // A plan the cluster cannot take (its template is missing) fails pre-flight: nothing
+    // is written, the status says why, and the daemon carries on.
+    std::fs::write(
+        repo.join("web.yaml"),
+        manifests(4)
+            .replace("template: 9000 }", "template: 9999 }")
+            .replace("templates: [9000]", "templates: [9999]"),
+    )
+    .unwrap();
+    control.reset_counters().await;
+    match d.tick().await.unwrap() {
+        Outcome::Refused { status, .. } => {
+            let errors = &status.rejected.as_ref().expect("refusal noted").errors;
+            assert!(
+                errors.iter().all(|e| e.starts_with("pre-flight: ")),
+                "{errors:?}"
+            );
+            assert!(errors.iter().any(|e| e.contains("9999")), "{errors:?}");
+        }
+        other => panic!("expected a pre-flight refusal, got {other:?}"),
+    }
+    assert_eq!(control.counters().await.writes, 0);
+    assert!(control.vm(604).await.is_none());
 }
 
 /// A line of the daemon's log, or the end of it.

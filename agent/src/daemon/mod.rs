@@ -44,6 +44,14 @@ pub enum Outcome {
         errors: String,
         status: Box<ClusterStatus>,
     },
+    /// The plan failed pre-flight (a missing template, a full node, a taken IP):
+    /// nothing was applied. `status` notes the problems on the last applied status.
+    Refused {
+        revision: String,
+        plan: Plan,
+        problems: Vec<crate::preflight::PreflightProblem>,
+        status: Box<ClusterStatus>,
+    },
     /// Nothing changed since the last settled pass (one API call).
     Unchanged,
     /// A full pass: the plan and what applying it did.
@@ -135,6 +143,26 @@ impl Daemon {
             .context("observing the cluster")?;
         let mut plan = plan(desired, &observed.vms, &self.options.policy);
         allocate_vmids(&mut plan, &observed.used_vmids);
+        let facts = crate::preflight::gather(&self.client, &plan, &observed)
+            .await
+            .context("pre-flight: reading the cluster")?;
+        if let Err(problems) = crate::preflight::check(&plan, &facts) {
+            let status = status::after_rejection(
+                self.status.clone(),
+                &self.options.cluster,
+                &revision,
+                problems
+                    .iter()
+                    .map(|p| format!("pre-flight: {p}"))
+                    .collect(),
+            );
+            return Ok(Outcome::Refused {
+                revision,
+                plan,
+                problems,
+                status: Box::new(status),
+            });
+        }
         let report = apply(
             &self.client,
             &plan,
@@ -219,6 +247,14 @@ pub async fn run(
 fn log(pass: u64, outcome: &Outcome) {
     match outcome {
         Outcome::Unchanged => tracing::debug!(pass, "unchanged since the last pass"),
+        Outcome::Refused {
+            revision, problems, ..
+        } => tracing::error!(
+            pass,
+            %revision,
+            "{}",
+            crate::reconcile::describe_preflight(problems).trim_end()
+        ),
         Outcome::Invalid {
             revision, errors, ..
         } => {
@@ -233,9 +269,12 @@ fn log(pass: u64, outcome: &Outcome) {
             if !plan.is_empty() || !plan.findings.is_empty() {
                 tracing::info!(pass, %revision, "plan:\n{}", crate::reconcile::describe(plan));
             }
+            let footprint = crate::selfstat::sample().ok();
             tracing::info!(
                 pass,
                 %revision,
+                agent_rss_kib = footprint.map(|f| f.rss_bytes / 1024),
+                agent_cpu_ms = footprint.map(|f| f.cpu_time.as_millis() as u64),
                 changed = report.done.len(),
                 failed = report.failed.len(),
                 skipped = report.skipped.len(),
