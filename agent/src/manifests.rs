@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const MAX_TEXT_FILE: u64 = 4 * 1024 * 1024;
 
 /// Read every file under `dir` (skipping hidden entries such as `.git`). Paths are relative
-/// to `dir`, `/`-separated; files that are not UTF-8 (binary age files) are recorded as opaque.
+/// to `dir`, `/`-separated; files that are not UTF-8 (binary age files) are kept as bytes.
 pub fn read_dir(dir: &Path) -> Result<Repository> {
     let mut repo = Repository::new();
     for f in files(dir)? {
@@ -22,7 +22,7 @@ pub fn read_dir(dir: &Path) -> Result<Repository> {
             std::fs::read(&f.path).with_context(|| format!("cannot read {}", f.path.display()))?;
         match String::from_utf8(bytes) {
             Ok(text) => repo.add(f.rel, text),
-            Err(_) => repo.add_opaque(f.rel),
+            Err(e) => repo.add_binary(f.rel, e.into_bytes()),
         };
     }
     Ok(repo)
@@ -112,6 +112,7 @@ mod tests {
         assert_eq!(repo.text("a.yaml"), Some("x: 1\n"));
         assert!(repo.exists("sub/s.age"));
         assert_eq!(repo.text("sub/s.age"), None);
+        assert_eq!(repo.bytes("sub/s.age"), Some(&[0xff, 0xfe, 0x00][..]));
         assert!(!repo.exists("sub/.git/config"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

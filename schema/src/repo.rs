@@ -6,9 +6,18 @@ use std::collections::BTreeMap;
 /// The files of one revision of the manifests directory.
 #[derive(Debug, Clone, Default)]
 pub struct Repository {
-    /// Path (relative, `/`-separated) → text, for every text file (`None` for binary files
-    /// such as `*.age`, which only need to exist).
-    files: BTreeMap<String, Option<String>>,
+    /// Path (relative, `/`-separated) → content.
+    files: BTreeMap<String, Content>,
+}
+
+/// What is known of one file's content.
+#[derive(Debug, Clone)]
+enum Content {
+    Text(String),
+    /// Not UTF-8 (a binary `*.age` file): kept as bytes for decryption.
+    Binary(Vec<u8>),
+    /// Known to exist only (too large to load, or not needed).
+    Opaque,
 }
 
 impl Repository {
@@ -18,14 +27,29 @@ impl Repository {
 
     /// Add a text file.
     pub fn add(&mut self, path: impl Into<String>, text: impl Into<String>) -> &mut Self {
-        self.files.insert(path.into(), Some(text.into()));
+        self.files.insert(path.into(), Content::Text(text.into()));
         self
     }
 
-    /// Record a file whose content is not needed (a binary secret, an image...).
-    pub fn add_opaque(&mut self, path: impl Into<String>) -> &mut Self {
-        self.files.insert(path.into(), None);
+    /// Add a file that is not text (a binary age file).
+    pub fn add_binary(&mut self, path: impl Into<String>, bytes: Vec<u8>) -> &mut Self {
+        self.files.insert(path.into(), Content::Binary(bytes));
         self
+    }
+
+    /// Record a file whose content is not needed (an image, a file too large to load).
+    pub fn add_opaque(&mut self, path: impl Into<String>) -> &mut Self {
+        self.files.insert(path.into(), Content::Opaque);
+        self
+    }
+
+    /// The raw content of a text or binary file.
+    pub fn bytes(&self, path: &str) -> Option<&[u8]> {
+        match self.files.get(path)? {
+            Content::Text(t) => Some(t.as_bytes()),
+            Content::Binary(b) => Some(b),
+            Content::Opaque => None,
+        }
     }
 
     pub fn exists(&self, path: &str) -> bool {
@@ -33,15 +57,20 @@ impl Repository {
     }
 
     pub fn text(&self, path: &str) -> Option<&str> {
-        self.files.get(path).and_then(|t| t.as_deref())
+        match self.files.get(path)? {
+            Content::Text(t) => Some(t),
+            _ => None,
+        }
     }
 
     /// The manifest files: YAML files that are not SOPS documents.
     pub fn manifests(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.files.iter().filter_map(|(p, t)| {
-            let t = t.as_deref()?;
+        self.files.iter().filter_map(|(p, c)| {
+            let Content::Text(t) = c else {
+                return None;
+            };
             let yaml = p.ends_with(".yaml") || p.ends_with(".yml");
-            (yaml && !is_sops_document(t)).then_some((p.as_str(), t))
+            (yaml && !is_sops_document(t)).then_some((p.as_str(), t.as_str()))
         })
     }
 }
