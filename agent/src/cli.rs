@@ -45,6 +45,8 @@ pub enum Command {
         connection: Connection,
         #[command(flatten)]
         policy: PolicyArgs,
+        #[command(flatten)]
+        secrets: SecretArgs,
     },
     /// Make the cluster match the manifests.
     Apply {
@@ -58,35 +60,53 @@ pub enum Command {
         policy: PolicyArgs,
         #[command(flatten)]
         apply: ApplyArgs,
+        #[command(flatten)]
+        secrets: SecretArgs,
     },
     /// Run as a daemon: reconcile now, then on every interval and whenever the manifests
     /// change, until SIGTERM or SIGINT.
     ///
     /// Invalid manifests and API errors are logged and the loop goes on; nothing from an
     /// invalid revision is applied. Logs go to stderr (`RUST_LOG=debug` for every pass).
-    Run {
-        /// The manifests directory.
-        dir: PathBuf,
-        #[command(flatten)]
-        connection: Connection,
-        #[command(flatten)]
-        policy: PolicyArgs,
-        #[command(flatten)]
-        apply: ApplyArgs,
-        /// Time between passes (e.g. `15s`, `1m`).
-        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
-        interval: std::time::Duration,
-        /// A full pass at least this often, even when nothing seems to have changed.
-        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-        resync: std::time::Duration,
-        /// pmxcfs's guest list: while it and the manifests are unchanged, an idle pass costs
-        /// one API call. Missing (not on a PVE node): every pass is a full one.
-        #[arg(long, default_value = "/etc/pve/.vmlist")]
-        vmlist: PathBuf,
-    },
+    Run(RunArgs),
     /// Decrypt secrets the way the agent does, for debugging (age files, SOPS documents).
     #[command(subcommand)]
     Secrets(SecretsCommand),
+}
+
+/// `pve-gitops run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The manifests directory.
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub connection: Connection,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    #[command(flatten)]
+    pub apply: ApplyArgs,
+    #[command(flatten)]
+    pub secrets: SecretArgs,
+    /// Time between passes (e.g. `15s`, `1m`).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// A full pass at least this often, even when nothing seems to have changed.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub resync: std::time::Duration,
+    /// pmxcfs's guest list: while it and the manifests are unchanged, an idle pass costs
+    /// one API call. Missing (not on a PVE node): every pass is a full one.
+    #[arg(long, default_value = "/etc/pve/.vmlist")]
+    pub vmlist: PathBuf,
+}
+
+/// How the agent decrypts the secrets the manifests reference.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SecretArgs {
+    /// An age identity file or an SSH private key to decrypt secrets with; repeatable.
+    /// Default: the cluster's key /etc/pve/priv/pve-gitops/age.key if present; without
+    /// any, secret values are reported as not set.
+    #[arg(long)]
+    pub identity: Vec<PathBuf>,
 }
 
 /// How much an apply does at once.

@@ -12,5 +12,6 @@ pub mod preflight;
 pub mod pve;
 pub mod reconcile;
 pub mod report;
+pub mod revision;
 pub mod secrets;
 pub mod selfstat;

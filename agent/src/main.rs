@@ -15,33 +15,19 @@ fn main() {
             dir,
             connection,
             policy,
-        } => pve_gitops::reconcile::plan_command(&dir, &connection, &policy),
+            secrets,
+        } => pve_gitops::reconcile::plan_command(&dir, &connection, &policy, &secrets),
         Command::Apply {
             dir,
             connection,
             policy,
             apply,
+            secrets,
             ..
-        } => pve_gitops::reconcile::apply_command(&dir, &connection, &policy, &apply),
-        Command::Run {
-            dir,
-            connection,
-            policy,
-            apply,
-            interval,
-            resync,
-            vmlist,
-        } => {
+        } => pve_gitops::reconcile::apply_command(&dir, &connection, &policy, &apply, &secrets),
+        Command::Run(args) => {
             init_logging();
-            pve_gitops::reconcile::run_command(
-                dir,
-                &connection,
-                &policy,
-                &apply,
-                interval,
-                resync,
-                vmlist,
-            )
+            pve_gitops::reconcile::run_command(args)
         }
         Command::Secrets(SecretsCommand::Decrypt { identity, path }) => {
             commands::secrets_decrypt(&identity.identity, &path)

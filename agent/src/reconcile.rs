@@ -3,14 +3,18 @@
 //! happens.
 
 use crate::apply::{allocate_vmids, apply, ApplyOptions, Report};
-use crate::cli::{ApplyArgs, Connection, PolicyArgs, Reboot};
+use crate::cli::{ApplyArgs, Connection, PolicyArgs, Reboot, RunArgs, SecretArgs};
 use crate::observe::observe;
 use crate::plan::{plan, Action, Finding, Plan, Policy, RebootPolicy};
 use crate::preflight::{self, PreflightProblem};
 use crate::pve::{ApiToken, ClientOptions, PveClient, TlsTrust};
+use crate::revision::Revision;
+use crate::secrets::Decryptor;
 use anyhow::{Context, Result};
 use std::fmt::Write;
 use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Exit code of `plan` when changes are pending (like `terraform plan -detailed-exitcode`).
 pub const EXIT_CHANGES: i32 = 2;
@@ -35,8 +39,9 @@ pub fn client(c: &Connection) -> Result<PveClient> {
     Ok(PveClient::new(o)?)
 }
 
-fn policy(p: &PolicyArgs) -> Policy {
+fn policy(p: &PolicyArgs, secrets_decrypted: bool) -> Policy {
     Policy {
+        secrets_decrypted,
         prune: p.prune,
         reboot: match p.reboot {
             Reboot::Never => RebootPolicy::Never,
@@ -111,7 +116,7 @@ pub fn describe(p: &Plan) -> String {
                 pve_gitops_schema::units::Bytes(*desired)
             ),
             Finding::SecretNotApplied { name, key } => {
-                format!("! {name}: {key} not set: it comes from a secret, and decrypting secrets is not supported yet")
+                format!("! {name}: {key} not set: it comes from a secret and no identity is configured (--identity)")
             }
             Finding::WrongNode { name, desired, actual } => format!("! {name}: runs on {actual}, declared on {desired} (a running VM is not migrated)"),
             Finding::Locked { name, vmid, lock } => format!("! {name} ({vmid}): locked by PVE ({lock}); left for a later pass"),
@@ -124,16 +129,38 @@ pub fn describe(p: &Plan) -> String {
     out
 }
 
-fn load_or_report(dir: &Path) -> Result<Option<pve_gitops_schema::DesiredState>> {
+fn load_or_report(dir: &Path, s: &SecretArgs) -> Result<Option<Revision>> {
     let repo = crate::manifests::read_dir(dir)?;
-    match pve_gitops_schema::load(&repo) {
-        Ok(d) => Ok(Some(d)),
-        Err(diags) => {
-            eprint!("{diags}");
+    let decryptor = decryptor(s)?;
+    match crate::revision::load(&repo, decryptor.as_deref()) {
+        Ok(r) => Ok(Some(r)),
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{}", dir.join(e).display());
+            }
             eprintln!("nothing from this revision would be applied");
             Ok(None)
         }
     }
+}
+
+/// The identities to decrypt secrets with: the given files, else the cluster's age key if
+/// this node has one; `None` when there is none (secrets are then reported, not set).
+pub fn decryptor(s: &SecretArgs) -> Result<Option<Arc<Decryptor>>> {
+    let files: Vec<PathBuf> = if s.identity.is_empty() {
+        let default = PathBuf::from(crate::secrets::DEFAULT_AGE_KEY);
+        if !default.exists() {
+            return Ok(None);
+        }
+        vec![default]
+    } else {
+        s.identity.clone()
+    };
+    let mut ids = crate::secrets::Identities::new();
+    for f in &files {
+        ids.add_file(f)?;
+    }
+    Ok(Some(Arc::new(Decryptor::new(ids))))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -143,16 +170,17 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-pub fn plan_command(dir: &Path, conn: &Connection, p: &PolicyArgs) -> Result<i32> {
-    let Some(desired) = load_or_report(dir)? else {
+pub fn plan_command(dir: &Path, conn: &Connection, p: &PolicyArgs, s: &SecretArgs) -> Result<i32> {
+    let Some(revision) = load_or_report(dir, s)? else {
         return Ok(1);
     };
     let client = client(conn)?;
+    let policy = policy(p, revision.secrets.decrypted());
     let plan = runtime()?.block_on(async {
-        let observed = observe(&client, &desired)
+        let observed = observe(&client, &revision.desired)
             .await
             .context("observing the cluster")?;
-        anyhow::Ok(plan(&desired, &observed.vms, &policy(p)))
+        anyhow::Ok(plan(&revision.desired, &observed.vms, &policy))
     })?;
     print!("{}", describe(&plan));
     Ok(if plan.is_empty() { 0 } else { EXIT_CHANGES })
@@ -188,16 +216,28 @@ fn apply_options(a: &ApplyArgs) -> ApplyOptions {
     }
 }
 
-pub fn apply_command(dir: &Path, conn: &Connection, p: &PolicyArgs, a: &ApplyArgs) -> Result<i32> {
-    let Some(desired) = load_or_report(dir)? else {
+pub fn apply_command(
+    dir: &Path,
+    conn: &Connection,
+    p: &PolicyArgs,
+    a: &ApplyArgs,
+    s: &SecretArgs,
+) -> Result<i32> {
+    let Some(revision) = load_or_report(dir, s)? else {
         return Ok(1);
     };
     let client = client(conn)?;
+    let policy = policy(p, revision.secrets.decrypted());
+    let options = ApplyOptions {
+        secrets: revision.secrets.clone(),
+        ..apply_options(a)
+    };
+    let desired = &revision.desired;
     let (plan, outcome) = runtime()?.block_on(async {
-        let observed = observe(&client, &desired)
+        let observed = observe(&client, desired)
             .await
             .context("observing the cluster")?;
-        let mut plan = plan(&desired, &observed.vms, &policy(p));
+        let mut plan = plan(desired, &observed.vms, &policy);
         allocate_vmids(&mut plan, &observed.used_vmids);
         let facts = preflight::gather(&client, &plan, &observed)
             .await
@@ -205,7 +245,7 @@ pub fn apply_command(dir: &Path, conn: &Connection, p: &PolicyArgs, a: &ApplyArg
         if let Err(problems) = preflight::check(&plan, &facts) {
             return anyhow::Ok((plan, Err(problems)));
         }
-        let report = apply(&client, &plan, &observed.templates, &apply_options(a)).await;
+        let report = apply(&client, &plan, &observed.templates, &options).await;
         anyhow::Ok((plan, Ok(report)))
     })?;
     print!("{}", describe(&plan));
@@ -231,28 +271,31 @@ pub fn describe_preflight(problems: &[PreflightProblem]) -> String {
 }
 
 /// `pve-gitops run`: the daemon loop until SIGTERM or SIGINT.
-pub fn run_command(
-    dir: std::path::PathBuf,
-    conn: &Connection,
-    p: &PolicyArgs,
-    a: &ApplyArgs,
-    interval: std::time::Duration,
-    resync: std::time::Duration,
-    vmlist: std::path::PathBuf,
-) -> Result<i32> {
+pub fn run_command(args: RunArgs) -> Result<i32> {
+    let RunArgs {
+        dir,
+        connection: conn,
+        policy: p,
+        apply: a,
+        secrets: s,
+        interval,
+        resync,
+        vmlist,
+    } = args;
     use crate::daemon::{changes::VmList, run, watch, Daemon, DaemonOptions};
-    let client = client(conn)?;
+    let client = client(&conn)?;
     let cluster = dir
         .canonicalize()
         .ok()
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "cluster".into());
     let options = DaemonOptions {
+        decryptor: decryptor(&s)?,
         cluster,
         interval,
         resync,
-        policy: policy(p),
-        apply: apply_options(a),
+        policy: policy(&p, false),
+        apply: apply_options(&a),
     };
     runtime()?.block_on(async move {
         let (_watcher, wake) = watch(&dir)?;

@@ -42,6 +42,7 @@ spec:
 fn options(interval: Duration) -> DaemonOptions {
     DaemonOptions {
         cluster: "test".into(),
+        decryptor: None,
         interval,
         resync: Duration::from_secs(3600),
         policy: Policy::default(),

@@ -17,6 +17,7 @@ pub use vmids::allocate_vmids;
 use crate::plan::rollout::Rollout;
 use crate::plan::{Action, Plan};
 use crate::pve::{PveClient, PveError};
+use crate::revision::Secrets;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,8 +30,8 @@ pub struct Templates {
     pub by_name: BTreeMap<String, u32>,
 }
 
-/// How much runs at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How much runs at once, and the secrets creates set.
+#[derive(Debug, Clone)]
 pub struct ApplyOptions {
     /// VMs changed at once.
     pub parallelism: usize,
@@ -40,6 +41,8 @@ pub struct ApplyOptions {
     /// How long one PVE task (clone, start...) may run before its VM is reported failed.
     /// The task itself goes on: a later pass finds the VM locked and waits for it.
     pub task_timeout: Duration,
+    /// The revision's decrypted secrets (`cipassword` of new VMs).
+    pub secrets: Arc<Secrets>,
 }
 
 impl Default for ApplyOptions {
@@ -48,6 +51,7 @@ impl Default for ApplyOptions {
             parallelism: 4,
             clones_per_template: None,
             task_timeout: Duration::from_secs(600),
+            secrets: Arc::default(),
         }
     }
 }
@@ -96,6 +100,7 @@ pub enum ApplyError {
 /// task timeout.
 pub(crate) struct Context {
     pub(crate) task_timeout: Duration,
+    pub(crate) secrets: Arc<Secrets>,
     /// Storage id → shared, read once per apply when a clone goes to another node.
     shared_storage: tokio::sync::OnceCell<BTreeMap<String, bool>>,
     /// Template vmid → the storages its disks are on.
@@ -110,6 +115,7 @@ impl Context {
     fn new(options: &ApplyOptions) -> Self {
         Context {
             task_timeout: options.task_timeout,
+            secrets: options.secrets.clone(),
             shared_storage: tokio::sync::OnceCell::new(),
             template_storages: tokio::sync::Mutex::default(),
             global: Arc::new(Semaphore::new(options.parallelism.max(1))),

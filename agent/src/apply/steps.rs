@@ -269,8 +269,15 @@ async fn configure_new(
         .collect();
     let changes = diff(config, &actual);
     if !changes.is_empty() {
+        let mut p = params(&changes);
+        // Write-once secrets (planned without their value) from the decrypted revision.
+        for c in changes.iter().filter(|c| c.to.is_empty()) {
+            if let Some(secret) = cx.secrets.get(new.name, &c.key).and_then(|v| v.as_str()) {
+                p.push(c.key.clone(), secret.to_string());
+            }
+        }
         client
-            .set_vm_config(new.node, new.vmid, &params(&changes), &[], current.digest())
+            .set_vm_config(new.node, new.vmid, &p, &[], current.digest())
             .await?;
         did.push(format!("configure {}", keys(&changes)));
     }

@@ -13,9 +13,9 @@ use crate::observe::{listing_fingerprint, observe};
 use crate::plan::{plan, Finding, Plan, Policy};
 use crate::pve::{PveClient, ResourceType};
 use crate::report::status::{self, ClusterStatus};
+use crate::revision::Revision;
 use anyhow::{Context, Result};
 use changes::ClusterChanges;
-use pve_gitops_schema::DesiredState;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -26,6 +26,8 @@ use tokio::time::Instant;
 pub struct DaemonOptions {
     /// The cluster's name in the status (the manifests directory's name by default).
     pub cluster: String,
+    /// Decrypts the secrets revisions reference; `None`: they are reported, not set.
+    pub decryptor: Option<std::sync::Arc<crate::secrets::Decryptor>>,
     /// Time between passes when nothing wakes the daemon earlier.
     pub interval: Duration,
     /// A full pass at least this often, even when nothing seems to have changed.
@@ -79,7 +81,7 @@ pub struct Daemon {
     changes: Box<dyn ClusterChanges>,
     options: DaemonOptions,
     /// The last valid revision loaded, so an unchanged revision is not parsed again.
-    desired: Option<(String, DesiredState)>,
+    desired: Option<(String, Revision)>,
     settled: Option<Settled>,
     /// The status of the last full pass, kept through rejected revisions.
     status: Option<ClusterStatus>,
@@ -137,11 +139,20 @@ impl Daemon {
                 status: Box::new(status),
             });
         }
-        let desired = &self.desired.as_ref().expect("loaded").1;
+        let loaded = &self.desired.as_ref().expect("loaded").1;
+        let desired = &loaded.desired;
+        let policy = Policy {
+            secrets_decrypted: loaded.secrets.decrypted(),
+            ..self.options.policy
+        };
+        let options = ApplyOptions {
+            secrets: loaded.secrets.clone(),
+            ..self.options.apply.clone()
+        };
         let observed = observe(&self.client, desired)
             .await
             .context("observing the cluster")?;
-        let mut plan = plan(desired, &observed.vms, &self.options.policy);
+        let mut plan = plan(desired, &observed.vms, &policy);
         allocate_vmids(&mut plan, &observed.used_vmids);
         let facts = crate::preflight::gather(&self.client, &plan, &observed)
             .await
@@ -163,13 +174,7 @@ impl Daemon {
                 status: Box::new(status),
             });
         }
-        let report = apply(
-            &self.client,
-            &plan,
-            &observed.templates,
-            &self.options.apply,
-        )
-        .await;
+        let report = apply(&self.client, &plan, &observed.templates, &options).await;
         let busy = plan
             .findings
             .iter()
@@ -206,9 +211,9 @@ impl Daemon {
     fn load(&mut self, revision: &str) -> Result<std::result::Result<(), String>> {
         if self.desired.as_ref().is_none_or(|(r, _)| r != revision) {
             let repo = crate::manifests::read_dir(&self.dir)?;
-            match pve_gitops_schema::load(&repo) {
-                Ok(d) => self.desired = Some((revision.to_string(), d)),
-                Err(diags) => return Ok(Err(diags.to_string())),
+            match crate::revision::load(&repo, self.options.decryptor.as_deref()) {
+                Ok(r) => self.desired = Some((revision.to_string(), r)),
+                Err(errors) => return Ok(Err(errors.join("\n"))),
             }
         }
         Ok(Ok(()))

@@ -25,6 +25,9 @@ pub struct Policy {
     /// must not empty a cluster).
     pub prune: bool,
     pub reboot: RebootPolicy,
+    /// The revision's secrets were decrypted (an identity is configured): write-once secret
+    /// values are planned and set from them. Otherwise each is reported as not applied.
+    pub secrets_decrypted: bool,
 }
 
 /// One step against the API.
@@ -100,8 +103,8 @@ pub enum Finding {
         actual: u64,
         desired: u64,
     },
-    /// A config value that comes from a secret this build cannot decrypt yet; the rest of
-    /// the VM is applied, this key is not.
+    /// A config value that comes from a secret, with no identity configured to decrypt it;
+    /// the rest of the VM is applied, this key is not.
     SecretNotApplied { name: String, key: String },
     /// The VM runs on another node than declared; a running VM is not migrated.
     WrongNode {
@@ -144,14 +147,18 @@ pub fn disk_size(value: &str) -> Option<u64> {
     Bytes::parse_with_default(size, 1 << 30).ok().map(|b| b.0)
 }
 
-/// Drop changes to secret-valued keys whose value is not available (decryption arrives
-/// with the secrets support), reporting each instead of proposing it on every pass.
+/// Without decrypted secrets, drop changes to secret-valued keys, reporting each instead
+/// of proposing it on every pass.
 fn without_secrets(
     name: &str,
     config: &DesiredConfig,
     changes: Vec<Change>,
+    policy: &Policy,
     findings: &mut Vec<Finding>,
 ) -> Vec<Change> {
+    if policy.secrets_decrypted {
+        return changes;
+    }
     changes
         .into_iter()
         .filter(|c| {
@@ -181,7 +188,13 @@ pub fn plan_vm(
     let want_running = vm.spec.power_state.unwrap_or_default() == PowerState::Running;
     let Some(a) = actual else {
         // Report what the create cannot set; apply leaves out values it does not have.
-        let _ = without_secrets(&name, &config, diff(&config, &BTreeMap::new()), findings);
+        let _ = without_secrets(
+            &name,
+            &config,
+            diff(&config, &BTreeMap::new()),
+            policy,
+            findings,
+        );
         return vec![Action::Create {
             disks: vm
                 .spec
@@ -257,6 +270,7 @@ pub fn plan_vm(
         &name,
         &config,
         diff(&config, &a.effective_config()),
+        policy,
         findings,
     )
     .into_iter()

@@ -149,6 +149,7 @@ pub async fn idle_pass(pve: &FakePve, n: u32) -> Counters {
         Box::new(VmList(vmlist)),
         DaemonOptions {
             cluster: "bench".into(),
+            decryptor: None,
             interval: Duration::from_secs(3600),
             resync: Duration::from_secs(3600),
             policy: Policy::default(),

@@ -1,0 +1,126 @@
+//! A revision ready to apply: the desired state, and the plaintext of every secret it
+//! references, decrypted before anything is planned.
+//!
+//! A secret that does not decrypt (wrong key, tampered file, missing key in a SOPS
+//! document) makes the whole revision invalid, like a schema error: nothing from it is
+//! applied. Plaintext stays in [`Secrets`] (wiped on drop) and goes only into the API
+//! request that sets it; plans, reports and errors show `(secret)` or the file's path.
+
+use crate::secrets::{Decrypted, Decryptor, Plaintext};
+use pve_gitops_schema::desired::DesiredState;
+use pve_gitops_schema::repo::resolve;
+use pve_gitops_schema::secret::SecretRef;
+use pve_gitops_schema::Repository;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A valid revision.
+#[derive(Debug)]
+pub struct Revision {
+    pub desired: DesiredState,
+    /// Decrypted values; empty when no identity was given (then nothing secret is set).
+    pub secrets: std::sync::Arc<Secrets>,
+}
+
+/// Plaintext values by VM and PVE config key (`cipassword`).
+#[derive(Debug, Default)]
+pub struct Secrets {
+    decrypted: bool,
+    values: BTreeMap<(String, &'static str), Plaintext>,
+}
+
+impl Secrets {
+    /// Whether secrets were decrypted for this revision (an identity was configured).
+    pub fn decrypted(&self) -> bool {
+        self.decrypted
+    }
+
+    /// The value of `key` for VM `vm`.
+    pub fn get(&self, vm: &str, key: &str) -> Option<&Plaintext> {
+        self.values
+            .iter()
+            .find(|((v, k), _)| v == vm && *k == key)
+            .map(|(_, p)| p)
+    }
+}
+
+/// Load `repo`: parse and validate it, then decrypt the secrets it references with
+/// `decryptor` (none: secrets are left unset and reported by the plan). `Err` holds every
+/// problem, one line each, located.
+pub fn load(repo: &Repository, decryptor: Option<&Decryptor>) -> Result<Revision, Vec<String>> {
+    let desired = pve_gitops_schema::load(repo).map_err(|d| {
+        d.into_sorted()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    })?;
+    let Some(decryptor) = decryptor else {
+        return Ok(Revision {
+            desired,
+            secrets: Default::default(),
+        });
+    };
+    let mut files: BTreeMap<String, Result<Decrypted, String>> = BTreeMap::new();
+    let mut secrets = Secrets {
+        decrypted: true,
+        values: BTreeMap::new(),
+    };
+    let mut errors = Vec::new();
+    for vm in &desired.vms {
+        let Some(reference) = vm
+            .spec
+            .cloud_init
+            .as_ref()
+            .and_then(|c| c.password.as_ref())
+        else {
+            continue;
+        };
+        let origin = &vm.source.origin.file;
+        let at = format!("{origin}: VirtualMachine/{}: cloudInit.password", vm.name);
+        match reveal(repo, decryptor, &mut files, origin, reference) {
+            Ok(p) => {
+                secrets
+                    .values
+                    .insert((vm.name.to_string(), "cipassword"), p);
+            }
+            Err(e) => errors.push(format!("{at}: {e}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(Revision {
+            desired,
+            secrets: std::sync::Arc::new(secrets),
+        })
+    } else {
+        errors.dedup();
+        Err(errors)
+    }
+}
+
+/// The value `reference` (relative to the manifest `origin`) names, one line for
+/// passwords and tokens. Each file is decrypted once per revision.
+fn reveal(
+    repo: &Repository,
+    decryptor: &Decryptor,
+    files: &mut BTreeMap<String, Result<Decrypted, String>>,
+    origin: &str,
+    reference: &SecretRef,
+) -> Result<Plaintext, String> {
+    // Validation has checked the path stays inside the repository and exists.
+    let path = resolve(origin, reference.path())
+        .ok_or_else(|| format!("`{}` leaves the repository", reference.path()))?;
+    let decrypted = files.entry(path.clone()).or_insert_with(|| {
+        let bytes = repo
+            .bytes(&path)
+            .ok_or_else(|| format!("`{path}` cannot be read"))?;
+        decryptor
+            .decrypt_file(Path::new(&path), bytes)
+            .map_err(|e| e.to_string())
+    });
+    let decrypted = decrypted.as_ref().map_err(Clone::clone)?;
+    let value = decrypted.get(reference).map_err(|e| e.to_string())?;
+    let line = value
+        .line()
+        .ok_or_else(|| format!("`{path}`: the value is not UTF-8 text"))?;
+    Ok(Plaintext::new(line.as_bytes().to_vec()))
+}

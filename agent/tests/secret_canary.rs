@@ -1,0 +1,207 @@
+//! A canary secret (a cloud-init password in a binary age file) reaches PVE where it
+//! belongs and nowhere else: not in the plan, the status files, the daemon's outcome, the
+//! CLI's output or logs. With the wrong key the revision is refused, naming the file, and
+//! nothing is written.
+
+#[macro_use]
+mod support;
+
+use age::secrecy::ExposeSecret;
+use pve_gitops::daemon::changes::Unknown;
+use pve_gitops::daemon::{Daemon, DaemonOptions, Outcome};
+use pve_gitops::secrets::{Decryptor, Identities};
+use pve_gitops::{apply::ApplyOptions, plan::Policy};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use support::control::text;
+use support::fakepve::{FakePve, Options};
+
+const CANARY: &str = "canary-7f3a91c2";
+
+const VM: &str = "apiVersion: pve-gitops/v1alpha1
+kind: External
+metadata: { name: x }
+spec: { templates: [9000], bridges: [vmbr0] }
+---
+apiVersion: pve-gitops/v1alpha1
+kind: VirtualMachine
+metadata: { name: k3s }
+spec:
+  vmid: 300
+  node: pve1
+  clone: { template: 9000 }
+  cloudInit:
+    user: debian
+    password: { file: secrets/pw.age }
+";
+
+fn encrypt(recipient: &dyn age::Recipient, plain: &[u8]) -> Vec<u8> {
+    let enc = age::Encryptor::with_recipients(std::iter::once(recipient)).unwrap();
+    let mut out = Vec::new();
+    let mut w = enc.wrap_output(&mut out).unwrap();
+    w.write_all(plain).unwrap();
+    w.finish().unwrap();
+    out
+}
+
+/// A repository with the VM and its password encrypted to `key`; returns the key file.
+fn setup(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = age::x25519::Identity::generate();
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(repo.join("secrets")).unwrap();
+    std::fs::write(repo.join("vm.yaml"), VM).unwrap();
+    std::fs::write(
+        repo.join("secrets/pw.age"),
+        encrypt(&key.to_public(), format!("{CANARY}\n").as_bytes()),
+    )
+    .unwrap();
+    let key_file = dir.join("age.key");
+    write_private(&key_file, key.to_string().expose_secret());
+    (repo, key_file)
+}
+
+fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    writeln!(f, "{text}").unwrap();
+}
+
+fn daemon(pve: &FakePve, repo: &Path, key_file: &Path) -> Daemon {
+    let mut ids = Identities::new();
+    ids.add_file(key_file).unwrap();
+    Daemon::new(
+        pve.client(),
+        repo.to_path_buf(),
+        Box::new(Unknown),
+        DaemonOptions {
+            cluster: "canary".into(),
+            decryptor: Some(Arc::new(Decryptor::new(ids))),
+            interval: Duration::from_secs(3600),
+            resync: Duration::from_secs(3600),
+            policy: Policy::default(),
+            apply: ApplyOptions::default(),
+        },
+    )
+}
+
+fn assert_no_canary(what: &str, text: &str) {
+    assert!(
+        !text.contains(CANARY),
+        "the secret leaked into {what}: {text}"
+    );
+}
+
+#[tokio::test]
+async fn the_secret_reaches_pve_and_nothing_else() {
+    let pve = fake!(Options {
+        time_scale: 0.0,
+        ..Options::default()
+    });
+    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, key_file) = setup(dir.path());
+
+    let outcome = daemon(&pve, &repo, &key_file).tick().await.unwrap();
+    let Outcome::Reconciled {
+        plan,
+        report,
+        status,
+        ..
+    } = &outcome
+    else {
+        panic!("expected a full pass: {outcome:?}");
+    };
+    assert!(report.failed.is_empty(), "{report:?}");
+    // In PVE: the request that configured the VM carried it (fakepve keeps the config).
+    let c = &pve.control.vm(300).await.expect("created")["config"];
+    assert_eq!(text(&c["ciuser"]), "debian");
+    assert_eq!(text(&c["cipassword"]), CANARY, "{c}");
+    // Nowhere else.
+    assert_no_canary("the outcome", &format!("{outcome:?}"));
+    assert_no_canary("the plan", &pve_gitops::reconcile::describe(plan));
+    for (name, content) in pve_gitops::report::files(status, None) {
+        assert_no_canary(name, &content);
+    }
+
+    // The CLI, with every log enabled: plan and apply output carry no secret.
+    std::fs::write(repo.join("vm.yaml"), VM.replace("300", "301")).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(
+        &token,
+        format!("{}={}\n", pve.info.token_id, pve.info.token_secret),
+    )
+    .unwrap();
+    for args in [&["plan"][..], &["apply", "--once"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pve-gitops"))
+            .args(args)
+            .arg(&repo)
+            .args(["--api-url", &pve.base_url()])
+            .arg("--token-file")
+            .arg(&token)
+            .arg("--ca-file")
+            .arg(&pve.info.ca_file)
+            .arg("--identity")
+            .arg(&key_file)
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.code().is_some_and(|c| c != 1), "{args:?}: {all}");
+        assert_no_canary(&format!("`{}`", args.join(" ")), &all);
+    }
+    assert_eq!(
+        text(&pve.control.vm(301).await.expect("created")["config"]["cipassword"]),
+        CANARY
+    );
+}
+
+#[tokio::test]
+async fn a_secret_that_does_not_decrypt_refuses_the_revision() {
+    let pve = fake!(Options {
+        time_scale: 0.0,
+        ..Options::default()
+    });
+    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, _) = setup(dir.path());
+    let other = dir.path().join("other.key");
+    write_private(
+        &other,
+        age::x25519::Identity::generate()
+            .to_string()
+            .expose_secret(),
+    );
+    pve.control.reset_counters().await;
+    match daemon(&pve, &repo, &other).tick().await.unwrap() {
+        Outcome::Invalid { errors, status, .. } => {
+            assert!(
+                errors.starts_with("vm.yaml: VirtualMachine/k3s: cloudInit.password: "),
+                "{errors}"
+            );
+            assert!(errors.contains("secrets/pw.age"), "{errors}");
+            assert_no_canary("the errors", &errors);
+            for (name, content) in pve_gitops::report::files(&status, None) {
+                assert_no_canary(name, &content);
+            }
+        }
+        other => panic!("expected a refused revision, got {other:?}"),
+    }
+    assert_eq!(
+        pve.control.counters().await.total,
+        0,
+        "nothing was even read"
+    );
+    assert!(pve.control.vm(300).await.is_none());
+}
