@@ -9,3 +9,4 @@ pub mod observe;
 pub mod plan;
 pub mod pve;
 pub mod reconcile;
+pub mod source;
