@@ -98,8 +98,12 @@ fn create(path: &Path, url: &RemoteUrl) -> Result<Repository, Error> {
 /// The fetched head of `branch`, if any, must be a readable commit whose every tree and
 /// blob is present: that is what the agent reads later, possibly with the remote down.
 pub(crate) fn check(repo: &Repository, branch: &str) -> Result<(), String> {
-    let Ok(head) = repo.refname_to_id(&tracking_ref(branch)) else {
-        return Ok(()); // nothing fetched yet
+    repo.find_reference("HEAD")
+        .map_err(|e| format!("HEAD unreadable: {}", e.message()))?;
+    let head = match repo.refname_to_id(&tracking_ref(branch)) {
+        Ok(head) => head,
+        Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(()), // nothing fetched yet
+        Err(e) => return Err(format!("ref of `{branch}` unreadable: {}", e.message())),
     };
     let unreadable = |what: &str, id: Oid, e: git2::Error| {
         format!("{what} {id} of `{branch}` unreadable: {}", e.message())

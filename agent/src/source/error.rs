@@ -72,7 +72,8 @@ pub enum Error {
         url: String,
         branch: String,
         commit: Oid,
-        problem: SignatureProblem,
+        /// Boxed: the other variants are much smaller.
+        problem: Box<SignatureProblem>,
     },
 
     /// A file or directory cannot be read from a fetched commit.

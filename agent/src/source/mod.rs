@@ -274,7 +274,7 @@ impl Source {
             url: self.url.to_string(),
             branch: self.branch.clone(),
             commit,
-            problem,
+            problem: Box::new(problem),
         };
         let (signature, signed) = match self.repo.extract_signature(&commit, None) {
             Ok(parts) => parts,

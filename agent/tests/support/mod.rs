@@ -19,4 +19,6 @@ macro_rules! fake {
 
 pub mod control;
 pub mod fakepve;
+pub mod git;
 pub mod pass;
+pub mod sshd;
