@@ -15,3 +15,4 @@ pub mod report;
 pub mod revision;
 pub mod secrets;
 pub mod selfstat;
+pub mod source;

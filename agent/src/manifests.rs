@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Files larger than this are recorded but not read: manifests, templates and secrets are
 /// small, and a stray disk image in the repository must not be loaded into memory.
-const MAX_TEXT_FILE: u64 = 4 * 1024 * 1024;
+pub(crate) const MAX_TEXT_FILE: u64 = 4 * 1024 * 1024;
 
 /// Read every file under `dir` (skipping hidden entries such as `.git`). Paths are relative
 /// to `dir`, `/`-separated; files that are not UTF-8 (binary age files) are kept as bytes.

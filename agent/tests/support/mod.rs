@@ -19,5 +19,7 @@ macro_rules! fake {
 
 pub mod control;
 pub mod fakepve;
+pub mod git;
 pub mod pass;
 pub mod scale;
+pub mod sshd;
