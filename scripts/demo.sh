@@ -27,7 +27,9 @@ python=$(bash tests/fakepve/setup-venv.sh)
 python3 scripts/demo_cluster.py start "$tmp/pve" "$python"
 api=https://127.0.0.1:$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["api_port"])' "$tmp/pve/info.json")
 ca=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ca_file"])' "$tmp/pve/info.json")
-conn=(--api-url "$api" --token-file "$tmp/pve/token" --ca-file "$ca")
+# The examples' secrets are encrypted to a public demo identity; keys must be private (0600).
+install -m 600 examples/keys/demo-age.key "$tmp/demo-age.key"
+conn=(--api-url "$api" --token-file "$tmp/pve/token" --ca-file "$ca" --identity "$tmp/demo-age.key")
 example=examples/000-hashicorp-cluster
 
 bold "pve-gitops plan $example"

@@ -279,7 +279,9 @@ async fn configure_new(
         client
             .set_vm_config(new.node, new.vmid, &p, &[], current.digest())
             .await?;
-        did.push(format!("configure {}", keys(&changes)));
+        // What was sent: a secret without a value (no identity) is not among it.
+        let sent: Vec<&str> = p.iter().map(|(k, _)| k).collect();
+        did.push(format!("configure {}", sent.join(",")));
     }
     for (slot, bytes) in disks {
         let have = actual.get(slot).and_then(|v| disk_size(v));
