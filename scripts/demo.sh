@@ -43,3 +43,23 @@ python3 scripts/demo_cluster.py table "$tmp/pve"
 
 bold "pve-gitops plan again: nothing left to do"
 "$BIN" plan "$example" "${conn[@]}"
+
+bold "the git loop: a bare repository made from $example, followed by pve-gitops run"
+g() { git -c user.name=Operator -c user.email=ops@example.org -c init.defaultBranch=main -c commit.gpgsign=false "$@"; }
+g init -q --bare "$tmp/infra.git"
+g clone -q "$tmp/infra.git" "$tmp/work" 2>/dev/null
+mkdir -p "$tmp/work/clusters"
+cp -r "$example" "$tmp/work/clusters/hashicorp"
+g -C "$tmp/work" add -A && g -C "$tmp/work" commit -q -m "hashicorp cluster" && g -C "$tmp/work" push -q origin main
+run=(run --repo "file://$tmp/infra.git" --path clusters/hashicorp --cache "$tmp/cache"
+     --node-name pve01 --vmlist "$tmp/no-vmlist" "${conn[@]}")
+"$BIN" "${run[@]}" --passes 1 2>&1 | sed 's/^/  /'
+
+echo "  scaling workers 3 -> 4 with a git push:"
+sed -i 's/^  replicas: 3/  replicas: 4/' "$tmp/work/clusters/hashicorp/workers.yaml"
+g -C "$tmp/work" commit -q -am "one more worker" && g -C "$tmp/work" push -q origin main
+"$BIN" "${run[@]}" --passes 1 2>&1 | grep -E "reconciled|status committed|FAILED|error" | sed 's/^/  /'
+
+bold "git log pve-gitops/status: what the agent reported back"
+g --git-dir "$tmp/infra.git" log --format='%h %s%n%b' pve-gitops/status
+g --git-dir "$tmp/infra.git" show pve-gitops/status:hashicorp/STATUS.md | head -16

@@ -68,7 +68,7 @@ pub enum Command {
     ///
     /// Invalid manifests and API errors are logged and the loop goes on; nothing from an
     /// invalid revision is applied. Logs go to stderr (`RUST_LOG=debug` for every pass).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Decrypt secrets the way the agent does, for debugging (age files, SOPS documents).
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -77,8 +77,14 @@ pub enum Command {
 /// `pve-gitops run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// The manifests directory.
-    pub dir: PathBuf,
+    /// A manifests directory to follow (development); production follows `--repo`.
+    #[arg(required_unless_present = "repo", conflicts_with = "repo")]
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub git: GitArgs,
+    /// This node's name (in status commits and, later, the leader lock).
+    #[arg(long)]
+    pub node_name: Option<String>,
     #[command(flatten)]
     pub connection: Connection,
     #[command(flatten)]
@@ -93,10 +99,46 @@ pub struct RunArgs {
     /// A full pass at least this often, even when nothing seems to have changed.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub resync: std::time::Duration,
+    /// Stop after this many passes (for demos and scripts).
+    #[arg(long, hide = true)]
+    pub passes: Option<u64>,
     /// pmxcfs's guest list: while it and the manifests are unchanged, an idle pass costs
     /// one API call. Missing (not on a PVE node): every pass is a full one.
     #[arg(long, default_value = "/etc/pve/.vmlist")]
     pub vmlist: PathBuf,
+}
+
+/// The git repository `run` follows, and where it writes status.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GitArgs {
+    /// The manifests repository: `ssh://…`, `git@host:path`, `https://…`, `file://…`.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// The branch applied.
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// The cluster's directory in the repository (e.g. `clusters/prod`).
+    #[arg(long, default_value = "")]
+    pub path: String,
+    /// Where status is committed (never the branch applied).
+    #[arg(long, default_value = "pve-gitops/status")]
+    pub status_branch: String,
+    /// Local cache of the repository (survives restarts).
+    #[arg(long, default_value = crate::source::DEFAULT_CACHE_ROOT)]
+    pub cache: PathBuf,
+    /// SSH deploy key (private key file) for an SSH remote.
+    #[arg(long)]
+    pub deploy_key: Option<PathBuf>,
+    /// File holding an HTTPS access token.
+    #[arg(long)]
+    pub git_token_file: Option<PathBuf>,
+    /// The SSH server's host key: a known_hosts line or `SHA256:…`; repeatable. Required
+    /// for SSH: a host key is never trusted on first use.
+    #[arg(long)]
+    pub host_key: Vec<String>,
+    /// Apply only heads signed by a key in this allowed-signers file (ssh-keygen format).
+    #[arg(long)]
+    pub allowed_signers: Option<PathBuf>,
 }
 
 /// How the agent decrypts the secrets the manifests reference.

@@ -27,7 +27,7 @@ fn main() {
         } => pve_gitops::reconcile::apply_command(&dir, &connection, &policy, &apply, &secrets),
         Command::Run(args) => {
             init_logging();
-            pve_gitops::reconcile::run_command(args)
+            pve_gitops::reconcile::run_command(*args)
         }
         Command::Secrets(SecretsCommand::Decrypt { identity, path }) => {
             commands::secrets_decrypt(&identity.identity, &path)
@@ -52,5 +52,6 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

@@ -272,38 +272,94 @@ pub fn describe_preflight(problems: &[PreflightProblem]) -> String {
 
 /// `pve-gitops run`: the daemon loop until SIGTERM or SIGINT.
 pub fn run_command(args: RunArgs) -> Result<i32> {
-    let RunArgs {
-        dir,
-        connection: conn,
-        policy: p,
-        apply: a,
-        secrets: s,
-        interval,
-        resync,
-        vmlist,
-    } = args;
+    use crate::daemon::sources::{Directory, Git, Manifests};
     use crate::daemon::{changes::VmList, run, watch, Daemon, DaemonOptions};
-    let client = client(&conn)?;
-    let cluster = dir
-        .canonicalize()
-        .ok()
-        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "cluster".into());
-    let options = DaemonOptions {
-        decryptor: decryptor(&s)?,
-        cluster,
-        interval,
-        resync,
-        policy: policy(&p, false),
-        apply: apply_options(&a),
+    let client = client(&args.connection)?;
+    let node = match &args.node_name {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into()),
     };
+    let (manifests, watched, cluster): (Box<dyn Manifests>, Option<PathBuf>, String) =
+        match (&args.git.repo, &args.dir) {
+            (Some(url), _) => {
+                let source = crate::source::Source::open(source_config(url, &args.git)?)?;
+                let cluster = last_component(&args.git.path)
+                    .or_else(|| last_component(url.trim_end_matches(".git")))
+                    .unwrap_or_else(|| "cluster".into());
+                let git = Git::new(
+                    source,
+                    args.git.path.clone(),
+                    args.git.status_branch.clone(),
+                );
+                (Box::new(git), None, cluster)
+            }
+            (None, Some(dir)) => {
+                let cluster = dir
+                    .canonicalize()
+                    .ok()
+                    .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_else(|| "cluster".into());
+                (Box::new(Directory(dir.clone())), Some(dir.clone()), cluster)
+            }
+            (None, None) => anyhow::bail!("give a manifests directory or --repo"),
+        };
+    let options = DaemonOptions {
+        decryptor: decryptor(&args.secrets)?,
+        cluster,
+        node,
+        interval: args.interval,
+        resync: args.resync,
+        passes: args.passes,
+        policy: policy(&args.policy, false),
+        apply: apply_options(&args.apply),
+    };
+    let vmlist = args.vmlist.clone();
     runtime()?.block_on(async move {
-        let (_watcher, wake) = watch(&dir)?;
-        tracing::info!(dir = %dir.display(), ?interval, "starting");
-        let daemon = Daemon::new(client, dir, Box::new(VmList(vmlist)), options);
+        // A directory wakes the loop when its files change; a repository is polled.
+        let (_watcher, wake) = match &watched {
+            Some(dir) => {
+                let (w, rx) = watch(dir)?;
+                (Some(w), rx)
+            }
+            None => (None, tokio::sync::mpsc::unbounded_channel().1),
+        };
+        tracing::info!(cluster = %options.cluster, node = %options.node, interval = ?options.interval, "starting");
+        let daemon = Daemon::new(client, manifests, Box::new(VmList(vmlist)), options);
         run(daemon, wake, shutdown_signal()).await;
         anyhow::Ok(0)
     })
+}
+
+/// The last `/`-separated part of a path or URL, if any.
+fn last_component(path: &str) -> Option<String> {
+    path.trim_end_matches('/')
+        .rsplit(['/', ':'])
+        .next()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+fn source_config(url: &str, g: &crate::cli::GitArgs) -> Result<crate::source::SourceConfig> {
+    use crate::source::{AllowedSigners, Credentials, HostKeyPins, SourceConfig};
+    let mut c = SourceConfig::new(url, g.branch.clone());
+    c.cache_root = g.cache.clone();
+    c.credentials = match (&g.deploy_key, &g.git_token_file) {
+        (Some(k), None) => Credentials::SshKey {
+            private_key: k.clone(),
+        },
+        (None, Some(t)) => Credentials::Token { file: t.clone() },
+        (None, None) => Credentials::None,
+        (Some(_), Some(_)) => anyhow::bail!("give --deploy-key or --git-token-file, not both"),
+    };
+    if !g.host_key.is_empty() {
+        c.host_keys = Some(HostKeyPins::parse(&g.host_key.join("\n")).context("--host-key")?);
+    }
+    if let Some(f) = &g.allowed_signers {
+        c.allowed_signers = Some(AllowedSigners::load(f).context("--allowed-signers")?);
+    }
+    Ok(c)
 }
 
 /// Completes on SIGTERM (systemd stopping the service) or SIGINT.

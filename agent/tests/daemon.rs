@@ -9,6 +9,7 @@ mod support;
 
 use pve_gitops::apply::ApplyOptions;
 use pve_gitops::daemon::changes::VmList;
+use pve_gitops::daemon::sources::Directory;
 use pve_gitops::daemon::{Daemon, DaemonOptions, Outcome};
 use pve_gitops::plan::Policy;
 use serde_json::json;
@@ -42,9 +43,11 @@ spec:
 fn options(interval: Duration) -> DaemonOptions {
     DaemonOptions {
         cluster: "test".into(),
+        node: "pve1".into(),
         decryptor: None,
         interval,
         resync: Duration::from_secs(3600),
+        passes: None,
         policy: Policy::default(),
         apply: ApplyOptions::default(),
     }
@@ -74,7 +77,7 @@ async fn idle_passes_cost_one_call_and_changes_wake_full_passes() {
     std::fs::write(&vmlist, r#"{"version": 1}"#).unwrap();
     let mut d = Daemon::new(
         pve.client(),
-        repo.clone(),
+        Box::new(Directory(repo.clone())),
         Box::new(VmList(vmlist.clone())),
         options(Duration::from_secs(15)),
     );

@@ -8,6 +8,7 @@ mod support;
 
 use age::secrecy::ExposeSecret;
 use pve_gitops::daemon::changes::Unknown;
+use pve_gitops::daemon::sources::Directory;
 use pve_gitops::daemon::{Daemon, DaemonOptions, Outcome};
 use pve_gitops::secrets::{Decryptor, Identities};
 use pve_gitops::{apply::ApplyOptions, plan::Policy};
@@ -79,13 +80,15 @@ fn daemon(pve: &FakePve, repo: &Path, key_file: &Path) -> Daemon {
     ids.add_file(key_file).unwrap();
     Daemon::new(
         pve.client(),
-        repo.to_path_buf(),
+        Box::new(Directory(repo.to_path_buf())),
         Box::new(Unknown),
         DaemonOptions {
             cluster: "canary".into(),
+            node: "pve1".into(),
             decryptor: Some(Arc::new(Decryptor::new(ids))),
             interval: Duration::from_secs(3600),
             resync: Duration::from_secs(3600),
+            passes: None,
             policy: Policy::default(),
             apply: ApplyOptions::default(),
         },

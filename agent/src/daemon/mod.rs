@@ -7,16 +7,18 @@
 //! and at least every `resync`, is a full pass (observe, plan, apply).
 
 pub mod changes;
+pub mod sources;
 
 use crate::apply::{allocate_vmids, apply, ApplyOptions, Report};
 use crate::observe::{listing_fingerprint, observe};
 use crate::plan::{plan, Finding, Plan, Policy};
 use crate::pve::{PveClient, ResourceType};
 use crate::report::status::{self, ClusterStatus};
+use crate::report::StatusFiles;
 use crate::revision::Revision;
 use anyhow::{Context, Result};
 use changes::ClusterChanges;
-use std::path::PathBuf;
+use sources::Manifests;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -26,12 +28,16 @@ use tokio::time::Instant;
 pub struct DaemonOptions {
     /// The cluster's name in the status (the manifests directory's name by default).
     pub cluster: String,
+    /// This node's name, for status commits.
+    pub node: String,
     /// Decrypts the secrets revisions reference; `None`: they are reported, not set.
     pub decryptor: Option<std::sync::Arc<crate::secrets::Decryptor>>,
     /// Time between passes when nothing wakes the daemon earlier.
     pub interval: Duration,
     /// A full pass at least this often, even when nothing seems to have changed.
     pub resync: Duration,
+    /// Stop after this many passes (demos, tests); `None`: until shut down.
+    pub passes: Option<u64>,
     pub policy: Policy,
     pub apply: ApplyOptions,
 }
@@ -77,7 +83,7 @@ struct Settled {
 /// The reconcile loop's state between passes.
 pub struct Daemon {
     client: PveClient,
-    dir: PathBuf,
+    manifests: Box<dyn Manifests>,
     changes: Box<dyn ClusterChanges>,
     options: DaemonOptions,
     /// The last valid revision loaded, so an unchanged revision is not parsed again.
@@ -85,18 +91,21 @@ pub struct Daemon {
     settled: Option<Settled>,
     /// The status of the last full pass, kept through rejected revisions.
     status: Option<ClusterStatus>,
+    /// The status files last published, so an unchanged status costs nothing.
+    published: Option<StatusFiles>,
 }
 
 impl Daemon {
     pub fn new(
         client: PveClient,
-        dir: PathBuf,
+        manifests: Box<dyn Manifests>,
         changes: Box<dyn ClusterChanges>,
         options: DaemonOptions,
     ) -> Self {
         Daemon {
             client,
-            dir,
+            manifests,
+            published: None,
             changes,
             options,
             desired: None,
@@ -109,9 +118,47 @@ impl Daemon {
         &self.options
     }
 
-    /// One pass.
+    /// One pass, then its status published (when it changed).
     pub async fn tick(&mut self) -> Result<Outcome> {
-        let revision = crate::manifests::fingerprint(&self.dir)?;
+        let outcome = self.pass().await?;
+        let status = match &outcome {
+            Outcome::Unchanged => None,
+            Outcome::Invalid { status, .. }
+            | Outcome::Refused { status, .. }
+            | Outcome::Reconciled { status, .. } => Some(status),
+        };
+        if let Some(status) = status {
+            self.publish(status);
+        }
+        Ok(outcome)
+    }
+
+    /// Write the status files if they differ from the last ones written. A failure is
+    /// logged: the cluster was reconciled all the same, and the next change retries.
+    fn publish(&mut self, status: &ClusterStatus) {
+        let files = crate::report::files(status, None);
+        if self.published.as_ref() == Some(&files) {
+            return;
+        }
+        let message = crate::report::commit_message(status, &self.options.node);
+        match self.manifests.write_status(
+            &self.options.cluster,
+            &files,
+            &message,
+            &self.options.node,
+        ) {
+            Ok(commit) => {
+                if let Some(c) = commit {
+                    tracing::info!(commit = %c, "status committed: {}", message.lines().next().unwrap_or(""));
+                }
+                self.published = Some(files);
+            }
+            Err(e) => tracing::error!("writing the status: {e:#}"),
+        }
+    }
+
+    async fn pass(&mut self) -> Result<Outcome> {
+        let revision = self.manifests.revision()?;
         let vmlist = self.changes.fingerprint();
         if let (Some(s), Some(v)) = (self.settled.take(), vmlist) {
             if s.revision == revision && s.vmlist == v && s.at.elapsed() < self.options.resync {
@@ -210,7 +257,7 @@ impl Daemon {
     /// problems of an invalid one.
     fn load(&mut self, revision: &str) -> Result<std::result::Result<(), String>> {
         if self.desired.as_ref().is_none_or(|(r, _)| r != revision) {
-            let repo = crate::manifests::read_dir(&self.dir)?;
+            let repo = self.manifests.read(revision)?;
             match crate::revision::load(&repo, self.options.decryptor.as_deref()) {
                 Ok(r) => self.desired = Some((revision.to_string(), r)),
                 Err(errors) => return Ok(Err(errors.join("\n"))),
@@ -234,6 +281,9 @@ pub async fn run(
         match daemon.tick().await {
             Ok(outcome) => log(pass, &outcome),
             Err(e) => tracing::error!(pass, "pass failed: {e:#}"),
+        }
+        if daemon.options().passes.is_some_and(|n| pass >= n) {
+            break;
         }
         let interval = daemon.options().interval;
         tokio::select! {

@@ -6,6 +6,7 @@
 //! Rendering is pure and deterministic (no clock): the same cluster gives the same bytes,
 //! so the branch gets a commit only when something changed.
 
+pub mod branch;
 pub mod inventory;
 pub mod markdown;
 pub mod status;

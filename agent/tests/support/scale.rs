@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use pve_gitops::apply::{ApplyOptions, Report};
 use pve_gitops::daemon::changes::VmList;
+use pve_gitops::daemon::sources::Directory;
 use pve_gitops::daemon::{Daemon, DaemonOptions, Outcome};
 use pve_gitops::plan::{Plan, Policy};
 use serde_json::json;
@@ -145,13 +146,15 @@ pub async fn idle_pass(pve: &FakePve, n: u32) -> Counters {
     std::fs::write(&vmlist, r#"{"version": 1}"#).expect("write .vmlist");
     let mut daemon = Daemon::new(
         pve.client(),
-        manifests_dir,
+        Box::new(Directory(manifests_dir)),
         Box::new(VmList(vmlist)),
         DaemonOptions {
             cluster: "bench".into(),
+            node: "pve1".into(),
             decryptor: None,
             interval: Duration::from_secs(3600),
             resync: Duration::from_secs(3600),
+            passes: None,
             policy: Policy::default(),
             apply: ApplyOptions::default(),
         },

@@ -1,0 +1,123 @@
+//! Where the daemon reads manifests from, and writes status to: a directory (development,
+//! tests) or a git repository (production: the branch it applies, and the status branch).
+
+use crate::report::StatusFiles;
+use crate::source::{Poll, Source};
+use anyhow::{Context, Result};
+use pve_gitops_schema::Repository;
+use std::path::PathBuf;
+
+/// The manifests the daemon follows.
+pub trait Manifests: Send {
+    /// The revision to reconcile now; changes whenever the manifests do, and is cheap to
+    /// ask for (a `stat` walk, one ref listing).
+    fn revision(&mut self) -> Result<String>;
+
+    /// The files of `revision`.
+    fn read(&mut self, revision: &str) -> Result<Repository>;
+
+    /// Publish a cluster's status (`Some(commit)` when a commit was made). Sources without
+    /// a place for status keep it to themselves.
+    fn write_status(
+        &mut self,
+        _cluster: &str,
+        _files: &StatusFiles,
+        _message: &str,
+        _node: &str,
+    ) -> Result<Option<String>> {
+        Ok(None)
+    }
+}
+
+/// A manifests directory on disk; its revision is a fingerprint of the files' sizes and
+/// modification times.
+pub struct Directory(pub PathBuf);
+
+impl Manifests for Directory {
+    fn revision(&mut self) -> Result<String> {
+        crate::manifests::fingerprint(&self.0)
+    }
+
+    fn read(&mut self, _revision: &str) -> Result<Repository> {
+        crate::manifests::read_dir(&self.0)
+    }
+}
+
+/// A directory of a branch of a git repository; status goes to another branch of it.
+pub struct Git {
+    source: Source,
+    /// The cluster's directory in the repository (`clusters/prod`; empty: the root).
+    subdir: String,
+    status_branch: String,
+    /// The last head the remote gave (and, in signed mode, that passed verification).
+    last_good: Option<git2::Oid>,
+}
+
+impl Git {
+    pub fn new(
+        source: Source,
+        subdir: impl Into<String>,
+        status_branch: impl Into<String>,
+    ) -> Self {
+        Git {
+            source,
+            subdir: subdir.into(),
+            status_branch: status_branch.into(),
+            last_good: None,
+        }
+    }
+}
+
+impl Manifests for Git {
+    /// The branch head. When the remote cannot be reached, or its head is refused (signed
+    /// mode), the last good head is kept: the cluster stays reconciled to it, and the
+    /// problem is logged every pass until it clears.
+    fn revision(&mut self) -> Result<String> {
+        match self.source.poll() {
+            Ok(Poll::Unchanged { head }) => Ok(head.to_string()),
+            Ok(Poll::Updated(update)) => {
+                if update.history_rewritten {
+                    tracing::warn!(head = %update.head, previous = ?update.previous, "the branch was force-pushed: following its new history");
+                }
+                match &update.cache {
+                    crate::source::CacheEvent::Reused => {}
+                    crate::source::CacheEvent::Created => tracing::info!("git cache created"),
+                    other => tracing::warn!(cache = ?other, "git cache"),
+                }
+                self.last_good = Some(update.head);
+                Ok(update.head.to_string())
+            }
+            Err(e) => match self.last_good {
+                Some(head) => {
+                    tracing::error!("{e}; keeping {head}");
+                    Ok(head.to_string())
+                }
+                None => Err(e).context("reading the manifests repository"),
+            },
+        }
+    }
+
+    fn read(&mut self, revision: &str) -> Result<Repository> {
+        let oid = git2::Oid::from_str(revision)?;
+        Ok(self.source.read_tree(oid, &self.subdir)?)
+    }
+
+    fn write_status(
+        &mut self,
+        cluster: &str,
+        files: &StatusFiles,
+        message: &str,
+        node: &str,
+    ) -> Result<Option<String>> {
+        let status_branch = self.status_branch.clone();
+        crate::report::branch::commit_status(
+            &mut self.source,
+            &status_branch,
+            cluster,
+            files,
+            message,
+            node,
+        )
+        .map(|c| c.map(|c| c.to_string()))
+    }
+}
