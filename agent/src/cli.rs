@@ -99,6 +99,13 @@ pub struct RunArgs {
     /// A full pass at least this often, even when nothing seems to have changed.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub resync: std::time::Duration,
+    /// Listen for forge push webhooks (GitHub, GitLab, Gitea, Forgejo) on this address
+    /// (e.g. `0.0.0.0:9595`) and poll at once on a verified one. Off by default.
+    #[arg(long)]
+    pub webhook_listen: Option<std::net::SocketAddr>,
+    /// The webhook's shared secret (HMAC key, or GitLab's token).
+    #[arg(long)]
+    pub webhook_secret_file: Option<PathBuf>,
     /// Stop after this many passes (for demos and scripts).
     #[arg(long, hide = true)]
     pub passes: Option<u64>,

@@ -16,3 +16,4 @@ pub mod revision;
 pub mod secrets;
 pub mod selfstat;
 pub mod source;
+pub mod webhook;

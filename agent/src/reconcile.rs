@@ -316,15 +316,29 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
         apply: apply_options(&args.apply),
     };
     let vmlist = args.vmlist.clone();
+    let webhook = match (&args.webhook_listen, &args.webhook_secret_file) {
+        (Some(addr), Some(file)) => {
+            let secret = std::fs::read(file)
+                .with_context(|| format!("cannot read the webhook secret {}", file.display()))?;
+            let secret = String::from_utf8_lossy(&secret).trim().as_bytes().to_vec();
+            Some((*addr, secret))
+        }
+        (Some(_), None) => anyhow::bail!("--webhook-listen needs --webhook-secret-file"),
+        _ => None,
+    };
     runtime()?.block_on(async move {
-        // A directory wakes the loop when its files change; a repository is polled.
-        let (_watcher, wake) = match &watched {
-            Some(dir) => {
-                let (w, rx) = watch(dir)?;
-                (Some(w), rx)
-            }
-            None => (None, tokio::sync::mpsc::unbounded_channel().1),
+        // A directory wakes the loop when its files change, a verified push webhook
+        // whatever the source; otherwise the interval does.
+        let (tx, wake) = tokio::sync::mpsc::unbounded_channel();
+        let _watcher = match &watched {
+            Some(dir) => Some(watch(dir, tx.clone())?),
+            None => None,
         };
+        if let Some((addr, secret)) = webhook {
+            crate::webhook::serve(addr, secret, tx.clone())
+                .await
+                .with_context(|| format!("webhook receiver on {addr}"))?;
+        }
         tracing::info!(cluster = %options.cluster, node = %options.node, interval = ?options.interval, "starting");
         let daemon = Daemon::new(client, manifests, Box::new(VmList(vmlist)), options);
         run(daemon, wake, shutdown_signal()).await;

@@ -178,3 +178,159 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
     );
     assert!(!files.contains("errors.md"), "{files}");
 }
+
+/// An HTTP/1.1 POST to the webhook receiver on loopback; the status code.
+fn post(addr: &str, headers: &[(&str, String)], body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut req = format!(
+        "POST /hook HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn hmac_hex(body: &[u8], secret: &[u8]) -> String {
+    use hmac::Mac;
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    m.update(body);
+    m.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_signed_webhook_starts_a_fetch_at_once_and_a_bad_one_is_refused() {
+    use std::io::BufRead;
+    let pve = fake!(Options {
+        time_scale: 0.0,
+        ..Options::default()
+    });
+    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("remote.git");
+    let work = dir.path().join("work");
+    git(
+        dir.path(),
+        &["init", "-q", "--bare", remote.to_str().unwrap()],
+    );
+    git(
+        dir.path(),
+        &["clone", "-q", remote.to_str().unwrap(), "work"],
+    );
+    push(&work, &manifests(1, "1G"), "one");
+    let token = dir.path().join("token");
+    std::fs::write(
+        &token,
+        format!("{}={}\n", pve.info.token_id, pve.info.token_secret),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("hook.secret"), "s3cret\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pve-gitops"))
+        .arg("run")
+        .arg("--repo")
+        .arg(format!("file://{}", remote.display()))
+        .args(["--path", "clusters/prod", "--node-name", "pve1"])
+        .arg("--cache")
+        .arg(dir.path().join("cache"))
+        .args(["--interval", "1h", "--webhook-listen", "127.0.0.1:0"])
+        .arg("--webhook-secret-file")
+        .arg(dir.path().join("hook.secret"))
+        .arg("--vmlist")
+        .arg(dir.path().join("none"))
+        .args(["--api-url", &pve.base_url()])
+        .arg("--token-file")
+        .arg(&token)
+        .arg("--ca-file")
+        .arg(&pve.info.ca_file)
+        .env("RUST_LOG", "pve_gitops=info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send((std::time::Instant::now(), line));
+        }
+    });
+    let wait_for = |what: &str, pred: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((at, line)) if pred(&line) => return (at, line),
+                Ok(_) => {}
+                Err(e) => panic!("no log line for {what}: {e}"),
+            }
+        }
+    };
+    let (_, listening) = wait_for("the receiver", &|l| {
+        l.contains("webhook receiver listening")
+    });
+    let addr = listening
+        .split("bound=")
+        .nth(1)
+        .expect("bound address logged")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    wait_for("the first pass", &|l| {
+        l.contains("reconciled") && l.contains("changed=1")
+    });
+
+    push(&work, &manifests(2, "1G"), "two");
+    let body = r#"{"ref":"refs/heads/main"}"#;
+    let bad = hmac_hex(body.as_bytes(), b"wrong");
+    assert_eq!(
+        post(
+            &addr,
+            &[("X-Hub-Signature-256", format!("sha256={bad}"))],
+            body
+        ),
+        401
+    );
+    assert_eq!(post(&addr, &[], body), 401);
+    wait_for("the refusal", &|l| l.contains("webhook refused"));
+    let good = hmac_hex(body.as_bytes(), b"s3cret");
+    assert_eq!(
+        post(
+            &addr,
+            &[("X-Hub-Signature-256", format!("sha256={good}"))],
+            body
+        ),
+        202
+    );
+    let sent = std::time::Instant::now();
+    let (fetched_at, _) = wait_for("the fetch", &|l| l.contains("fetched"));
+    let took = fetched_at.saturating_duration_since(sent);
+    println!("webhook to fetch: {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "the fetch started {took:?} after the webhook"
+    );
+    wait_for("the second pass", &|l| {
+        l.contains("reconciled") && l.contains("changed=1")
+    });
+    assert!(pve.control.vm(702).await.is_some());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -342,13 +342,13 @@ fn log(pass: u64, outcome: &Outcome) {
     }
 }
 
-/// Watch `dir` for changes, waking the loop through the returned receiver. The watcher
-/// stops when the returned handle is dropped.
+/// Watch `dir` for changes, waking the loop through `tx`. The watcher stops when the
+/// returned handle is dropped.
 pub fn watch(
     dir: &std::path::Path,
-) -> Result<(notify::RecommendedWatcher, mpsc::UnboundedReceiver<()>)> {
+    tx: mpsc::UnboundedSender<()>,
+) -> Result<notify::RecommendedWatcher> {
     use notify::Watcher;
-    let (tx, rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access()) {
             let _ = tx.send(());
@@ -358,5 +358,5 @@ pub fn watch(
     watcher
         .watch(dir, notify::RecursiveMode::Recursive)
         .with_context(|| format!("watching {}", dir.display()))?;
-    Ok((watcher, rx))
+    Ok(watcher)
 }
