@@ -69,6 +69,16 @@ pub enum Command {
     /// Invalid manifests and API errors are logged and the loop goes on; nothing from an
     /// invalid revision is applied. Logs go to stderr (`RUST_LOG=debug` for every pass).
     Run(Box<RunArgs>),
+    /// What the agent on this node last did: per cluster, the applied revision, each
+    /// resource's state, and a refused revision's errors (from the local state).
+    ///
+    /// Exit status 0 when every resource is in sync, 2 when something needs attention
+    /// or a revision was refused, 1 when there is no status yet.
+    Status {
+        /// The agent's state directory.
+        #[arg(long, default_value = crate::report::local::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
     /// Decrypt secrets the way the agent does, for debugging (age files, SOPS documents).
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -106,6 +116,9 @@ pub struct RunArgs {
     /// The webhook's shared secret (HMAC key, or GitLab's token).
     #[arg(long)]
     pub webhook_secret_file: Option<PathBuf>,
+    /// Where the last status is kept for `pve-gitops status`.
+    #[arg(long, default_value = crate::report::local::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
     /// Stop after this many passes (for demos and scripts).
     #[arg(long, hide = true)]
     pub passes: Option<u64>,

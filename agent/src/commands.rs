@@ -200,3 +200,29 @@ pub fn secrets_recipients(identities: &[std::path::PathBuf]) -> Result<i32> {
         }
     }
 }
+
+/// `status`: the local status of every cluster this node's agent reconciles.
+pub fn status(state_dir: &Path) -> Result<i32> {
+    use crate::report::status::Sync;
+    let all = crate::report::local::load_all(state_dir)?;
+    if all.is_empty() {
+        eprintln!(
+            "no status in {}: the agent has not completed a pass on this node",
+            state_dir.display()
+        );
+        return Ok(1);
+    }
+    let mut attention = false;
+    for s in &all {
+        print!("{}", crate::report::markdown::status_md(s));
+        if let Some(e) = crate::report::markdown::errors_md(s) {
+            print!("\n{e}");
+        }
+        println!();
+        attention |= s.rejected.is_some()
+            || s.resources
+                .iter()
+                .any(|r| !matches!(r.sync, Sync::InSync | Sync::Changed));
+    }
+    Ok(if attention { 2 } else { 0 })
+}

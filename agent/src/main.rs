@@ -29,6 +29,7 @@ fn main() {
             init_logging();
             pve_gitops::reconcile::run_command(*args)
         }
+        Command::Status { state_dir } => commands::status(&state_dir),
         Command::Secrets(SecretsCommand::Decrypt { identity, path }) => {
             commands::secrets_decrypt(&identity.identity, &path)
         }

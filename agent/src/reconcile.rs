@@ -312,6 +312,7 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
         interval: args.interval,
         resync: args.resync,
         passes: args.passes,
+        state_dir: Some(args.state_dir.clone()),
         policy: policy(&args.policy, false),
         apply: apply_options(&args.apply),
     };

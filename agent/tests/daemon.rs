@@ -48,6 +48,7 @@ fn options(interval: Duration) -> DaemonOptions {
         interval,
         resync: Duration::from_secs(3600),
         passes: None,
+        state_dir: None,
         policy: Policy::default(),
         apply: ApplyOptions::default(),
     }

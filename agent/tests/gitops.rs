@@ -108,6 +108,7 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
             interval: Duration::from_secs(3600),
             resync: Duration::from_secs(3600),
             passes: None,
+            state_dir: Some(dir.path().join("state")),
             policy: Policy::default(),
             apply: ApplyOptions::default(),
         },
@@ -152,6 +153,18 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
     daemon.tick().await.unwrap();
     assert_eq!(status_commits(&remote).len(), 2);
 
+    // `pve-gitops status` on the node reads the same from the local state.
+    let (code, out) = status_cli(&dir.path().join("state"));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("Applied revision: `{first}`")),
+        "{out}"
+    );
+    assert!(
+        out.contains("| VirtualMachine/web-1 | pve1 | 701 |"),
+        "{out}"
+    );
+
     // An invalid revision: nothing applied, errors.md with the location.
     let bad = push(&work, &manifests(3, "1GB"), "typo");
     pve.control.reset_counters().await;
@@ -167,6 +180,10 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
         errors.contains("web.yaml:13:") && errors.contains("invalid-value"),
         "{errors}"
     );
+
+    let (code, out) = status_cli(&dir.path().join("state"));
+    assert_eq!(code, 2, "a refused revision needs attention: {out}");
+    assert!(out.contains(&format!("Revision `{bad}` rejected")), "{out}");
 
     // Fixed: applied, errors.md gone.
     push(&work, &manifests(3, "1G"), "three web servers");
@@ -333,4 +350,18 @@ async fn a_signed_webhook_starts_a_fetch_at_once_and_a_bad_one_is_refused() {
     assert!(pve.control.vm(702).await.is_some());
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// `pve-gitops status --state-dir DIR`: exit code and stdout.
+fn status_cli(state: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pve-gitops"))
+        .arg("status")
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }

@@ -89,6 +89,7 @@ fn daemon(pve: &FakePve, repo: &Path, key_file: &Path) -> Daemon {
             interval: Duration::from_secs(3600),
             resync: Duration::from_secs(3600),
             passes: None,
+            state_dir: None,
             policy: Policy::default(),
             apply: ApplyOptions::default(),
         },

@@ -38,6 +38,8 @@ pub struct DaemonOptions {
     pub resync: Duration,
     /// Stop after this many passes (demos, tests); `None`: until shut down.
     pub passes: Option<u64>,
+    /// Where the last status is kept for `pve-gitops status` (`<dir>/<cluster>.status.yaml`).
+    pub state_dir: Option<std::path::PathBuf>,
     pub policy: Policy,
     pub apply: ApplyOptions,
 }
@@ -139,6 +141,11 @@ impl Daemon {
         let files = crate::report::files(status, None);
         if self.published.as_ref() == Some(&files) {
             return;
+        }
+        if let Some(dir) = &self.options.state_dir {
+            if let Err(e) = crate::report::local::save(dir, status) {
+                tracing::warn!("keeping the status in {}: {e:#}", dir.display());
+            }
         }
         let message = crate::report::commit_message(status, &self.options.node);
         match self.manifests.write_status(

@@ -8,6 +8,7 @@
 
 pub mod branch;
 pub mod inventory;
+pub mod local;
 pub mod markdown;
 pub mod status;
 

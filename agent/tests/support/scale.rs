@@ -155,6 +155,7 @@ pub async fn idle_pass(pve: &FakePve, n: u32) -> Counters {
             interval: Duration::from_secs(3600),
             resync: Duration::from_secs(3600),
             passes: None,
+            state_dir: None,
             policy: Policy::default(),
             apply: ApplyOptions::default(),
         },
