@@ -281,6 +281,7 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
         interval,
         resync,
         vmlist,
+        lease,
     } = args;
     use crate::daemon::{changes::VmList, run, watch, Daemon, DaemonOptions};
     let client = client(&conn)?;
@@ -300,8 +301,14 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
     runtime()?.block_on(async move {
         let (_watcher, wake) = watch(&dir)?;
         tracing::info!(dir = %dir.display(), ?interval, "starting");
-        let daemon = Daemon::new(client, dir, Box::new(VmList(vmlist)), options);
+        let (lease, leadership) = crate::daemon::leader::start(&lease)?;
+        let daemon = Daemon::new(client, dir, Box::new(VmList(vmlist)), options)
+            .with_leadership(leadership);
         run(daemon, wake, shutdown_signal()).await;
+        // The passes have stopped writing: hand the lock over.
+        if let Some(lease) = lease {
+            lease.release();
+        }
         anyhow::Ok(0)
     })
 }

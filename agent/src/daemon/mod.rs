@@ -7,6 +7,7 @@
 //! and at least every `resync`, is a full pass (observe, plan, apply).
 
 pub mod changes;
+pub mod leader;
 
 use crate::apply::{allocate_vmids, apply, ApplyOptions, Report};
 use crate::observe::{listing_fingerprint, observe};
@@ -56,6 +57,8 @@ pub enum Outcome {
     },
     /// Nothing changed since the last settled pass (one API call).
     Unchanged,
+    /// Another node leads: observed and planned, nothing applied.
+    Following { revision: String, plan: Plan },
     /// A full pass: the plan and what applying it did.
     Reconciled {
         revision: String,
@@ -85,6 +88,8 @@ pub struct Daemon {
     settled: Option<Settled>,
     /// The status of the last full pass, kept through rejected revisions.
     status: Option<ClusterStatus>,
+    /// Whether this agent may apply (leader election); applies always by default.
+    leadership: leader::Leadership,
 }
 
 impl Daemon {
@@ -102,7 +107,14 @@ impl Daemon {
             desired: None,
             settled: None,
             status: None,
+            leadership: leader::Leadership::default(),
         }
+    }
+
+    /// Apply only while `leadership` says this agent leads.
+    pub fn with_leadership(mut self, leadership: leader::Leadership) -> Self {
+        self.leadership = leadership;
+        self
     }
 
     pub fn options(&self) -> &DaemonOptions {
@@ -147,6 +159,7 @@ impl Daemon {
         };
         let options = ApplyOptions {
             secrets: loaded.secrets.clone(),
+            gate: self.leadership.gate(),
             ..self.options.apply.clone()
         };
         let observed = observe(&self.client, desired)
@@ -174,7 +187,11 @@ impl Daemon {
                 status: Box::new(status),
             });
         }
+        let Some(window) = self.leadership.begin_apply() else {
+            return Ok(Outcome::Following { revision, plan });
+        };
         let report = apply(&self.client, &plan, &observed.templates, &options).await;
+        drop(window);
         let busy = plan
             .findings
             .iter()
@@ -197,6 +214,10 @@ impl Daemon {
                 report: &report,
             },
         );
+        let status = ClusterStatus {
+            leader: self.leadership.leading().map(Into::into),
+            ..status
+        };
         self.status = Some(status.clone());
         Ok(Outcome::Reconciled {
             revision,
@@ -231,7 +252,12 @@ pub async fn run(
     let mut pass = 0u64;
     loop {
         pass += 1;
-        match daemon.tick().await {
+        // Shutdown cancels a pass mid-way: its writes stop before the lease is released.
+        let outcome = tokio::select! {
+            outcome = daemon.tick() => outcome,
+            () = &mut shutdown => break,
+        };
+        match outcome {
             Ok(outcome) => log(pass, &outcome),
             Err(e) => tracing::error!(pass, "pass failed: {e:#}"),
         }
@@ -252,6 +278,12 @@ pub async fn run(
 fn log(pass: u64, outcome: &Outcome) {
     match outcome {
         Outcome::Unchanged => tracing::debug!(pass, "unchanged since the last pass"),
+        Outcome::Following { revision, plan } => tracing::debug!(
+            pass,
+            %revision,
+            pending = plan.waves.iter().map(|w| w.len()).sum::<usize>(),
+            "following: another node applies"
+        ),
         Outcome::Refused {
             revision, problems, ..
         } => tracing::error!(
