@@ -302,8 +302,8 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
         let (_watcher, wake) = watch(&dir)?;
         tracing::info!(dir = %dir.display(), ?interval, "starting");
         let (lease, leadership) = crate::daemon::leader::start(&lease)?;
-        let daemon = Daemon::new(client, dir, Box::new(VmList(vmlist)), options)
-            .with_leadership(leadership);
+        let daemon =
+            Daemon::new(client, dir, Box::new(VmList(vmlist)), options).with_leadership(leadership);
         run(daemon, wake, shutdown_signal()).await;
         // The passes have stopped writing: hand the lock over.
         if let Some(lease) = lease {

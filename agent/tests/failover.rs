@@ -160,7 +160,11 @@ impl Cluster {
                     panic!("bad apply-log line {line:?}");
                 };
                 assert_eq!(*who, node, "{line}");
-                all.push((start.parse().unwrap(), end.parse().unwrap(), who.to_string()));
+                all.push((
+                    start.parse().unwrap(),
+                    end.parse().unwrap(),
+                    who.to_string(),
+                ));
             }
         }
         all.sort();
@@ -178,7 +182,10 @@ impl Cluster {
                     .map(|(n, a)| {
                         let text = std::fs::read_to_string(&a.log).unwrap_or_default();
                         let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                        format!("--- {n}\n{}\n", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                        format!(
+                            "--- {n}\n{}\n",
+                            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                        )
                     })
                     .collect();
                 panic!("timed out after {timeout:?} waiting for: {what}\n{logs}");
@@ -191,15 +198,17 @@ impl Cluster {
     /// Waits until a node other than `old` holds the lock and has applied since
     /// `since_ns`; returns it and how long that took.
     fn new_leader(&self, old: &str, since_ns: u64, timeout: Duration) -> (String, Duration) {
-        let took = self.until(timeout, &format!("a leader other than {old} applies"), |c| {
-            match c.holder() {
+        let took = self.until(
+            timeout,
+            &format!("a leader other than {old} applies"),
+            |c| match c.holder() {
                 Some(h) if h != old => c
                     .windows()
                     .iter()
                     .any(|(start, _, n)| *n == h && *start > since_ns),
                 _ => false,
-            }
-        });
+            },
+        );
         (self.holder().expect("held"), took)
     }
 
@@ -221,7 +230,9 @@ async fn guest_names(pve: &FakePve) -> BTreeMap<String, usize> {
     let mut names = BTreeMap::new();
     for g in pve.control.state().await["guests"].as_array().unwrap() {
         if g["template"] != Value::Bool(true) {
-            *names.entry(g["name"].as_str().unwrap().to_string()).or_default() += 1;
+            *names
+                .entry(g["name"].as_str().unwrap().to_string())
+                .or_default() += 1;
         }
     }
     names
@@ -327,10 +338,7 @@ async fn twenty_failovers_never_two_writers_and_no_duplicates() {
         if names == expected {
             break;
         }
-        assert!(
-            names.values().all(|n| *n == 1),
-            "duplicate VMs: {names:?}"
-        );
+        assert!(names.values().all(|n| *n == 1), "duplicate VMs: {names:?}");
         assert!(Instant::now() < deadline, "not converged: {names:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -361,9 +369,16 @@ async fn twenty_failovers_never_two_writers_and_no_duplicates() {
         }
     }
     let switches = windows.windows(2).filter(|p| p[0].2 != p[1].2).count();
-    assert!(switches >= CHANGES, "the applying node changed only {switches} times");
+    assert!(
+        switches >= CHANGES,
+        "the applying node changed only {switches} times"
+    );
     assert_eq!(changes, CHANGES);
     let record = c.record();
     assert_eq!(record.node, leader);
-    assert!(record.term > CHANGES as u64, "term {} after {CHANGES} changes", record.term);
+    assert!(
+        record.term > CHANGES as u64,
+        "term {} after {CHANGES} changes",
+        record.term
+    );
 }

@@ -108,7 +108,12 @@ impl ApplyLog {
     fn record(&self, start_ns: u64, end_ns: u64) {
         let line = format!("{start_ns} {end_ns} {}\n", self.node);
         // One write(2) on an O_APPEND file: lines of a restarted agent never interleave.
-        if let Err(e) = self.file.lock().expect("apply log lock").write_all(line.as_bytes()) {
+        if let Err(e) = self
+            .file
+            .lock()
+            .expect("apply log lock")
+            .write_all(line.as_bytes())
+        {
             tracing::warn!("cannot write the apply log: {e}");
         }
     }
@@ -250,8 +255,10 @@ impl Watch {
             // The record names the last leader that wrote it; while the lock is held by
             // another node, that is the current one.
             if let Ok(recorded) = lease.recorded_leader() {
-                if recorded.is_some() && recorded != self.recorded {
-                    let id = recorded.as_ref().expect("checked");
+                if let Some(id) = recorded
+                    .as_ref()
+                    .filter(|r| Some(*r) != self.recorded.as_ref())
+                {
                     tracing::info!(
                         node = %id.node,
                         term = id.term,
