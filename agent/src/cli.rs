@@ -92,9 +92,6 @@ pub struct RunArgs {
     pub dir: Option<PathBuf>,
     #[command(flatten)]
     pub git: GitArgs,
-    /// This node's name (in status commits and, later, the leader lock).
-    #[arg(long)]
-    pub node_name: Option<String>,
     #[command(flatten)]
     pub connection: Connection,
     #[command(flatten)]
@@ -126,6 +123,36 @@ pub struct RunArgs {
     /// one API call. Missing (not on a PVE node): every pass is a full one.
     #[arg(long, default_value = "/etc/pve/.vmlist")]
     pub vmlist: PathBuf,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+/// Leader election: an agent runs on every node, only the one holding the pmxcfs lock
+/// `<pmxcfs-root>/priv/lock/pve-gitops` applies.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LeaseArgs {
+    /// This node's PVE name (default: the short host name).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Where pmxcfs is mounted.
+    #[arg(long, default_value = "/etc/pve")]
+    pub pmxcfs_root: PathBuf,
+    /// No leader election: apply on every pass (one node, or development only).
+    #[arg(long)]
+    pub no_lease: bool,
+    /// pmxcfs's lock lifetime (tests against the emulation only).
+    #[arg(long, hide = true, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub lock_lifetime: std::time::Duration,
+    /// How often the leader renews the lock.
+    #[arg(long, hide = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lock_renew: std::time::Duration,
+    /// The leader stops writing this long after its last good renewal.
+    #[arg(long, hide = true, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub lock_margin: std::time::Duration,
+    /// Append every apply window as `start_ns end_ns node` (CLOCK_MONOTONIC) to this
+    /// file (tests).
+    #[arg(long, hide = true)]
+    pub apply_log: Option<PathBuf>,
 }
 
 /// The git repository `run` follows, and where it writes status.

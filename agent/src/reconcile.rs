@@ -275,12 +275,11 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
     use crate::daemon::sources::{Directory, Git, Manifests};
     use crate::daemon::{changes::VmList, run, watch, Daemon, DaemonOptions};
     let client = client(&args.connection)?;
-    let node = match &args.node_name {
+    let node = match &args.lease.node {
         Some(n) => n.clone(),
-        None => std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into()),
+        None => crate::daemon::leader::hostname()?,
     };
+    let lease_args = args.lease.clone();
     let (manifests, watched, cluster): (Box<dyn Manifests>, Option<PathBuf>, String) =
         match (&args.git.repo, &args.dir) {
             (Some(url), _) => {
@@ -341,8 +340,14 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
                 .with_context(|| format!("webhook receiver on {addr}"))?;
         }
         tracing::info!(cluster = %options.cluster, node = %options.node, interval = ?options.interval, "starting");
-        let daemon = Daemon::new(client, manifests, Box::new(VmList(vmlist)), options);
+        let (lease, leadership) = crate::daemon::leader::start(&lease_args)?;
+        let daemon = Daemon::new(client, manifests, Box::new(VmList(vmlist)), options)
+            .with_leadership(leadership);
         run(daemon, wake, shutdown_signal()).await;
+        // The passes have stopped writing: hand the lock over.
+        if let Some(lease) = lease {
+            lease.release();
+        }
         anyhow::Ok(0)
     })
 }

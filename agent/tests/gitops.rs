@@ -261,7 +261,7 @@ async fn a_signed_webhook_starts_a_fetch_at_once_and_a_bad_one_is_refused() {
         .arg("run")
         .arg("--repo")
         .arg(format!("file://{}", remote.display()))
-        .args(["--path", "clusters/prod", "--node-name", "pve1"])
+        .args(["--path", "clusters/prod", "--node", "pve1", "--no-lease"])
         .arg("--cache")
         .arg(dir.path().join("cache"))
         .args(["--interval", "1h", "--webhook-listen", "127.0.0.1:0"])

@@ -14,6 +14,7 @@ mod vmids;
 pub use gate::GateError;
 pub use vmids::allocate_vmids;
 
+use crate::lease::WriteGate;
 use crate::plan::rollout::Rollout;
 use crate::plan::{Action, Plan};
 use crate::pve::{PveClient, PveError};
@@ -43,6 +44,9 @@ pub struct ApplyOptions {
     pub task_timeout: Duration,
     /// The revision's decrypted secrets (`cipassword` of new VMs).
     pub secrets: Arc<Secrets>,
+    /// The leader election's write gate, asked before every API write; `None` (a
+    /// one-shot `apply`, or `run --no-lease`) writes unconditionally.
+    pub gate: Option<WriteGate>,
 }
 
 impl Default for ApplyOptions {
@@ -52,6 +56,7 @@ impl Default for ApplyOptions {
             clones_per_template: None,
             task_timeout: Duration::from_secs(600),
             secrets: Arc::default(),
+            gate: None,
         }
     }
 }
@@ -86,6 +91,10 @@ pub enum ApplyError {
     Vanished(u32),
     #[error("VM {0} is still locked ({1}) after its create")]
     StillLocked(u32, String),
+    /// The write gate closed (this agent lost the lease or is shutting down): this
+    /// write and every later one of the pass are not sent.
+    #[error("not the leader any more: the write was not sent")]
+    NotLeader,
     #[error("not ready: {0}")]
     Gate(#[from] GateError),
     #[error("a linked clone of template {template} cannot be placed on {node}: the template's disks are on storage only {template_node} sees (use `full: true`, or keep the template on shared storage)")]
@@ -101,6 +110,7 @@ pub enum ApplyError {
 pub(crate) struct Context {
     pub(crate) task_timeout: Duration,
     pub(crate) secrets: Arc<Secrets>,
+    gate: Option<WriteGate>,
     /// Storage id → shared, read once per apply when a clone goes to another node.
     shared_storage: tokio::sync::OnceCell<BTreeMap<String, bool>>,
     /// Template vmid → the storages its disks are on.
@@ -116,12 +126,22 @@ impl Context {
         Context {
             task_timeout: options.task_timeout,
             secrets: options.secrets.clone(),
+            gate: options.gate.clone(),
             shared_storage: tokio::sync::OnceCell::new(),
             template_storages: tokio::sync::Mutex::default(),
             global: Arc::new(Semaphore::new(options.parallelism.max(1))),
             sets: Mutex::default(),
             templates: Mutex::default(),
             clones_per_template: options.clones_per_template,
+        }
+    }
+
+    /// Asked right before each API write: may this agent still write? Without a gate
+    /// (no leader election) always.
+    pub(crate) fn may_write(&self) -> Result<(), ApplyError> {
+        match &self.gate {
+            Some(gate) if !gate.may_write(std::time::Instant::now()) => Err(ApplyError::NotLeader),
+            _ => Ok(()),
         }
     }
 

@@ -1,5 +1,9 @@
 //! One action against the API: create (clone or from scratch, then configure, grow and
 //! start), configure, grow a disk, power, delete.
+//!
+//! Every request that changes the cluster is preceded by `cx.may_write()?`: under
+//! leader election a write is sent only while this agent's lease allows it, and once
+//! the gate closes the VM's remaining actions fail with [`ApplyError::NotLeader`].
 
 use super::{ApplyError, Context, Templates};
 use crate::plan::actual::CREATED_NOTE;
@@ -48,6 +52,7 @@ pub(super) async fn run(
             if !*start {
                 return Ok(());
             }
+            cx.may_write()?;
             let upid = client.start_vm(node, vmid).await?;
             client.wait_task(&upid, cx.task_timeout).await?;
             "start".into()
@@ -58,6 +63,7 @@ pub(super) async fn run(
             changes,
             digest,
         } => {
+            cx.may_write()?;
             client
                 .set_vm_config(node, *vmid, &params(changes), &[], digest.as_deref())
                 .await?;
@@ -74,21 +80,25 @@ pub(super) async fn run(
             format!("migrate to {to}")
         }
         Action::Start { vmid, node } => {
+            cx.may_write()?;
             let upid = client.start_vm(node, *vmid).await?;
             client.wait_task(&upid, cx.task_timeout).await?;
             "start".into()
         }
         Action::Stop { vmid, node } => {
+            cx.may_write()?;
             let upid = client.stop_vm(node, *vmid).await?;
             client.wait_task(&upid, cx.task_timeout).await?;
             "stop".into()
         }
         Action::Reboot { vmid, node, .. } => {
+            cx.may_write()?;
             let upid = client.reboot_vm(node, *vmid).await?;
             client.wait_task(&upid, cx.task_timeout).await?;
             "reboot".into()
         }
         Action::Delete { vmid, node, .. } => {
+            cx.may_write()?;
             let upid = client.delete_vm(node, *vmid, true, true).await?;
             client.wait_task(&upid, cx.task_timeout).await?;
             "delete".into()
@@ -151,6 +161,8 @@ async fn clone_vm(
     opts.description = Some(CREATED_NOTE.to_string());
     {
         let _permit = cx.clone_permit(tvmid).await;
+        // After the permit: waiting for it may outlast the lease.
+        cx.may_write()?;
         let started = client.clone_vm(tnode, tvmid, &opts).await;
         finish_create(client, new, started, cx).await?;
     }
@@ -170,6 +182,7 @@ async fn migrate(
     to: &str,
     cx: &Context,
 ) -> Result<(), ApplyError> {
+    cx.may_write()?;
     let upid = client.migrate_vm(from, vmid, to, false).await?;
     client.wait_task(&upid, cx.task_timeout).await?;
     Ok(())
@@ -179,6 +192,7 @@ async fn create_empty(client: &PveClient, new: &NewVm<'_>, cx: &Context) -> Resu
     let params = Params::new()
         .with("name", new.name.to_string())
         .with("description", CREATED_NOTE.to_string());
+    cx.may_write()?;
     let started = client.create_vm(new.node, new.vmid, &params).await;
     finish_create(client, new, started, cx).await
 }
@@ -276,6 +290,7 @@ async fn configure_new(
                 p.push(c.key.clone(), secret.to_string());
             }
         }
+        cx.may_write()?;
         client
             .set_vm_config(new.node, new.vmid, &p, &[], current.digest())
             .await?;
@@ -328,6 +343,7 @@ async fn grow(
     cx: &Context,
 ) -> Result<String, ApplyError> {
     let size = pve_gitops_schema::units::Bytes(bytes).pve();
+    cx.may_write()?;
     let upid = client.resize_disk(node, vmid, disk, &size, None).await?;
     client.wait_optional(upid, cx.task_timeout).await?;
     Ok(format!("resize {disk} to {size}"))

@@ -7,6 +7,7 @@
 //! and at least every `resync`, is a full pass (observe, plan, apply).
 
 pub mod changes;
+pub mod leader;
 pub mod sources;
 
 use crate::apply::{allocate_vmids, apply, ApplyOptions, Report};
@@ -64,6 +65,8 @@ pub enum Outcome {
     },
     /// Nothing changed since the last settled pass (one API call).
     Unchanged,
+    /// Another node leads: observed and planned, nothing applied.
+    Following { revision: String, plan: Plan },
     /// A full pass: the plan and what applying it did.
     Reconciled {
         revision: String,
@@ -95,6 +98,8 @@ pub struct Daemon {
     status: Option<ClusterStatus>,
     /// The status files last published, so an unchanged status costs nothing.
     published: Option<StatusFiles>,
+    /// Whether this agent may apply (leader election); applies always by default.
+    leadership: leader::Leadership,
 }
 
 impl Daemon {
@@ -113,7 +118,21 @@ impl Daemon {
             desired: None,
             settled: None,
             status: None,
+            leadership: leader::Leadership::default(),
         }
+    }
+
+    /// Whether this agent may write now (always without election).
+    fn may_write(&self) -> bool {
+        self.leadership
+            .gate()
+            .is_none_or(|g| g.may_write(std::time::Instant::now()))
+    }
+
+    /// Apply only while `leadership` says this agent leads.
+    pub fn with_leadership(mut self, leadership: leader::Leadership) -> Self {
+        self.leadership = leadership;
+        self
     }
 
     pub fn options(&self) -> &DaemonOptions {
@@ -124,7 +143,10 @@ impl Daemon {
     pub async fn tick(&mut self) -> Result<Outcome> {
         let outcome = self.pass().await?;
         let status = match &outcome {
-            Outcome::Unchanged => None,
+            // Only the agent that may write publishes: followers would race the leader
+            // for the status branch with the same news.
+            _ if !self.may_write() => None,
+            Outcome::Unchanged | Outcome::Following { .. } => None,
             Outcome::Invalid { status, .. }
             | Outcome::Refused { status, .. }
             | Outcome::Reconciled { status, .. } => Some(status),
@@ -201,6 +223,7 @@ impl Daemon {
         };
         let options = ApplyOptions {
             secrets: loaded.secrets.clone(),
+            gate: self.leadership.gate(),
             ..self.options.apply.clone()
         };
         let observed = observe(&self.client, desired)
@@ -228,7 +251,11 @@ impl Daemon {
                 status: Box::new(status),
             });
         }
+        let Some(window) = self.leadership.begin_apply() else {
+            return Ok(Outcome::Following { revision, plan });
+        };
         let report = apply(&self.client, &plan, &observed.templates, &options).await;
+        drop(window);
         let busy = plan
             .findings
             .iter()
@@ -251,6 +278,10 @@ impl Daemon {
                 report: &report,
             },
         );
+        let status = ClusterStatus {
+            leader: self.leadership.leading().map(Into::into),
+            ..status
+        };
         self.status = Some(status.clone());
         Ok(Outcome::Reconciled {
             revision,
@@ -285,7 +316,12 @@ pub async fn run(
     let mut pass = 0u64;
     loop {
         pass += 1;
-        match daemon.tick().await {
+        // Shutdown cancels a pass mid-way: its writes stop before the lease is released.
+        let outcome = tokio::select! {
+            outcome = daemon.tick() => outcome,
+            () = &mut shutdown => break,
+        };
+        match outcome {
             Ok(outcome) => log(pass, &outcome),
             Err(e) => tracing::error!(pass, "pass failed: {e:#}"),
         }
@@ -309,6 +345,12 @@ pub async fn run(
 fn log(pass: u64, outcome: &Outcome) {
     match outcome {
         Outcome::Unchanged => tracing::debug!(pass, "unchanged since the last pass"),
+        Outcome::Following { revision, plan } => tracing::debug!(
+            pass,
+            %revision,
+            pending = plan.waves.iter().map(|w| w.len()).sum::<usize>(),
+            "following: another node applies"
+        ),
         Outcome::Refused {
             revision, problems, ..
         } => tracing::error!(

@@ -33,6 +33,26 @@ pub struct ClusterStatus {
     /// A newer revision that was refused (invalid manifests); nothing of it was applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<Rejected>,
+    /// The agent that wrote this status, when leader election runs. No `since`: the
+    /// document changes only when leadership does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<Leader>,
+}
+
+/// Which agent leads, as the status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leader {
+    pub node: String,
+    pub term: u64,
+}
+
+impl From<crate::lease::LeaderIdentity> for Leader {
+    fn from(id: crate::lease::LeaderIdentity) -> Self {
+        Leader {
+            node: id.node,
+            term: id.term,
+        }
+    }
 }
 
 /// Changes made by one pass.
@@ -203,6 +223,7 @@ pub fn after_pass(cluster: &str, revision: &str, facts: &PassFacts<'_>) -> Clust
         counts: counts(facts.plan, facts.report),
         resources,
         rejected: None,
+        leader: None,
     }
 }
 
@@ -221,6 +242,7 @@ pub fn after_rejection(
         counts: Counts::default(),
         resources: Vec::new(),
         rejected: None,
+        leader: None,
     });
     s.rejected = Some(Rejected {
         revision: revision.into(),
