@@ -52,7 +52,7 @@ mkdir -p "$tmp/work/clusters"
 cp -r "$example" "$tmp/work/clusters/hashicorp"
 g -C "$tmp/work" add -A && g -C "$tmp/work" commit -q -m "hashicorp cluster" && g -C "$tmp/work" push -q origin main
 run=(run --repo "file://$tmp/infra.git" --path clusters/hashicorp --cache "$tmp/cache"
-     --node pve01 --no-lease --vmlist "$tmp/no-vmlist" "${conn[@]}")
+     --node pve01 --no-lease --vmlist "$tmp/no-vmlist" --state-dir "$tmp/state" "${conn[@]}")
 "$BIN" "${run[@]}" --passes 1 2>&1 | sed 's/^/  /'
 
 echo "  scaling workers 3 -> 4 with a git push:"

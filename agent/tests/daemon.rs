@@ -200,6 +200,8 @@ async fn run_converges_follows_edits_and_stops_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pve-gitops"))
         .arg("run")
         .arg(&repo)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
         // One agent, no pmxcfs: no leader election (tests/failover.rs covers it).
         .args(["--no-lease", "--node", "pve1"])
         .args(["--api-url", &pve.base_url()])

@@ -94,6 +94,8 @@ impl Cluster {
         let child = Command::new(env!("CARGO_BIN_EXE_pve-gitops"))
             .arg("run")
             .arg(self.manifests())
+            .arg("--state-dir")
+            .arg(self.dir.path().join(format!("{node}-state")))
             .args(["--api-url", &self.api_url])
             .arg("--token-file")
             .arg(self.dir.path().join("token"))

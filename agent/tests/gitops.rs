@@ -259,6 +259,8 @@ async fn a_signed_webhook_starts_a_fetch_at_once_and_a_bad_one_is_refused() {
     std::fs::write(dir.path().join("hook.secret"), "s3cret\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pve-gitops"))
         .arg("run")
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
         .arg("--repo")
         .arg(format!("file://{}", remote.display()))
         .args(["--path", "clusters/prod", "--node", "pve1", "--no-lease"])
