@@ -12,6 +12,9 @@ pub fn status_md(s: &ClusterStatus) -> String {
         }
         None => out.push_str("No revision applied yet.  \n"),
     }
+    if let Some(l) = &s.leader {
+        let _ = writeln!(out, "Leader: {} (term {})  ", l.node, l.term);
+    }
     let c = &s.counts;
     let _ = writeln!(
         out,
