@@ -209,3 +209,72 @@ async fn a_secret_that_does_not_decrypt_refuses_the_revision() {
     );
     assert!(pve.control.vm(300).await.is_none());
 }
+
+/// The same for a value of a SOPS document (a real sops-format file from the examples,
+/// encrypted to the public demo identity): in PVE, and nowhere else.
+#[tokio::test]
+async fn a_sops_value_reaches_pve_and_nothing_else() {
+    let pve = fake!(Options {
+        time_scale: 0.0,
+        ..Options::default()
+    });
+    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let dir = tempfile::tempdir().unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let key_file = dir.path().join("demo-age.key");
+    write_private(
+        &key_file,
+        std::fs::read_to_string(examples.join("keys/demo-age.key"))
+            .unwrap()
+            .trim_end(),
+    );
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("secrets")).unwrap();
+    let sops = examples.join("001-talos-multicluster/secrets/talos-luna.enc.yaml");
+    std::fs::copy(&sops, repo.join("secrets/creds.enc.yaml")).unwrap();
+    std::fs::write(
+        repo.join("vm.yaml"),
+        VM.replace(
+            "{ file: secrets/pw.age }",
+            "{ sops: secrets/creds.enc.yaml, key: cluster.secret }",
+        ),
+    )
+    .unwrap();
+    // The value, as the agent's own decryptor reads it.
+    let mut ids = Identities::new();
+    ids.add_file(&key_file).unwrap();
+    let canary = Decryptor::new(ids)
+        .read_file(&repo.join("secrets/creds.enc.yaml"))
+        .unwrap()
+        .get(&pve_gitops_schema::secret::SecretRef::Sops {
+            sops: "secrets/creds.enc.yaml".into(),
+            key: "cluster.secret".into(),
+        })
+        .unwrap()
+        .line()
+        .unwrap()
+        .to_string();
+    assert!(canary.len() >= 16, "a value worth hunting for");
+
+    let outcome = daemon(&pve, &repo, &key_file).tick().await.unwrap();
+    let Outcome::Reconciled { plan, status, .. } = &outcome else {
+        panic!("expected a full pass: {outcome:?}");
+    };
+    let c = &pve.control.vm(300).await.expect("created")["config"];
+    assert_eq!(text(&c["cipassword"]), canary);
+    for (what, content) in [
+        ("the outcome".to_string(), format!("{outcome:?}")),
+        (
+            "the plan".to_string(),
+            pve_gitops::reconcile::describe(plan),
+        ),
+    ]
+    .into_iter()
+    .chain(
+        pve_gitops::report::files(status, None)
+            .into_iter()
+            .map(|(n, c)| (n.to_string(), c)),
+    ) {
+        assert!(!content.contains(&canary), "the secret leaked into {what}");
+    }
+}
