@@ -35,3 +35,19 @@ schema: build
 
 clean:
 	$(CARGO) clean
+
+.PHONY: deb deb-check
+
+## The Debian package (target/debian/pve-gitops_<version>_<arch>.deb) with cargo-deb,
+## from [package.metadata.deb] in agent/Cargo.toml and packaging/. Release build.
+deb:
+	@command -v cargo-deb >/dev/null 2>&1 || { \
+	  echo "make deb: cargo-deb is not installed; running 'cargo install cargo-deb --locked' (once, a few minutes)"; \
+	  $(CARGO) install cargo-deb --locked; }
+	$(CARGO) deb -p pve-gitops
+
+## The unit (systemd-analyze verify, security exposure) and the package (lintian, file
+## list, install/upgrade/remove/purge in an overlay root; root for the last part).
+deb-check: deb
+	bash tests/packaging/check-unit.sh
+	bash tests/packaging/check-deb.sh
