@@ -12,7 +12,7 @@ use pve_gitops::daemon::sources::Git;
 use pve_gitops::daemon::{Daemon, DaemonOptions, Outcome};
 use pve_gitops::plan::Policy;
 use pve_gitops::source::{Source, SourceConfig};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use support::fakepve::{FakePve, Options};
@@ -67,6 +67,23 @@ fn push(work: &Path, text: &str, message: &str) -> String {
     git(work, &["rev-parse", "HEAD"]).trim().to_string()
 }
 
+/// A temporary directory with an empty bare repository `remote.git` and a clone of it,
+/// `work`, to push from.
+fn bare_repo() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = dir.path().join("remote.git");
+    git(
+        dir.path(),
+        &["init", "-q", "--bare", remote.to_str().unwrap()],
+    );
+    git(
+        dir.path(),
+        &["clone", "-q", remote.to_str().unwrap(), "work"],
+    );
+    let work = dir.path().join("work");
+    (dir, remote, work)
+}
+
 fn status_commits(remote: &Path) -> Vec<String> {
     git(remote, &["log", "--format=%H", "pve-gitops/status"])
         .lines()
@@ -81,17 +98,7 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
         ..Options::default()
     });
     pve.control.create_template(9000, "pve1", "local-lvm").await;
-    let dir = tempfile::tempdir().unwrap();
-    let remote = dir.path().join("remote.git");
-    let work = dir.path().join("work");
-    git(
-        dir.path(),
-        &["init", "-q", "--bare", remote.to_str().unwrap()],
-    );
-    git(
-        dir.path(),
-        &["clone", "-q", remote.to_str().unwrap(), "work"],
-    );
+    let (dir, remote, work) = bare_repo();
     let first = push(&work, &manifests(2, "1G"), "two web servers");
 
     let mut config = SourceConfig::new(format!("file://{}", remote.display()), "main");
@@ -238,17 +245,7 @@ async fn a_signed_webhook_starts_a_fetch_at_once_and_a_bad_one_is_refused() {
         ..Options::default()
     });
     pve.control.create_template(9000, "pve1", "local-lvm").await;
-    let dir = tempfile::tempdir().unwrap();
-    let remote = dir.path().join("remote.git");
-    let work = dir.path().join("work");
-    git(
-        dir.path(),
-        &["init", "-q", "--bare", remote.to_str().unwrap()],
-    );
-    git(
-        dir.path(),
-        &["clone", "-q", remote.to_str().unwrap(), "work"],
-    );
+    let (dir, remote, work) = bare_repo();
     push(&work, &manifests(1, "1G"), "one");
     let token = dir.path().join("token");
     std::fs::write(
