@@ -12,31 +12,11 @@ use pve_gitops::daemon::sources::Git;
 use pve_gitops::daemon::{Daemon, DaemonOptions, Outcome};
 use pve_gitops::plan::Policy;
 use pve_gitops::source::{Source, SourceConfig};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use support::fakepve::{FakePve, Options};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=Ops", "-c", "user.email=ops@example.org"])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use support::git::{git, GitRemote};
 
 fn manifests(replicas: u32, memory: &str) -> String {
     format!(
@@ -57,35 +37,16 @@ spec:
     )
 }
 
-/// Commit `text` as `clusters/prod/web.yaml` in the work clone and push it; the commit id.
-fn push(work: &Path, text: &str, message: &str) -> String {
-    std::fs::create_dir_all(work.join("clusters/prod")).unwrap();
-    std::fs::write(work.join("clusters/prod/web.yaml"), text).unwrap();
-    git(work, &["add", "-A"]);
-    git(work, &["commit", "-q", "-m", message]);
-    git(work, &["push", "-q", "origin", "main"]);
-    git(work, &["rev-parse", "HEAD"]).trim().to_string()
+/// Commit `text` as `clusters/prod/web.yaml` and push it to `main`; the commit id.
+fn push(remote: &GitRemote, text: &str, message: &str) -> String {
+    remote.write("clusters/prod/web.yaml", text);
+    let commit = remote.commit(message);
+    remote.push("main");
+    commit
 }
 
-/// A temporary directory with an empty bare repository `remote.git` and a clone of it,
-/// `work`, to push from.
-fn bare_repo() -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let remote = dir.path().join("remote.git");
-    git(
-        dir.path(),
-        &["init", "-q", "--bare", remote.to_str().unwrap()],
-    );
-    git(
-        dir.path(),
-        &["clone", "-q", remote.to_str().unwrap(), "work"],
-    );
-    let work = dir.path().join("work");
-    (dir, remote, work)
-}
-
-fn status_commits(remote: &Path) -> Vec<String> {
-    git(remote, &["log", "--format=%H", "pve-gitops/status"])
+fn status_commits(remote: &GitRemote) -> Vec<String> {
+    git(&remote.bare, &["log", "--format=%H", "pve-gitops/status"])
         .lines()
         .map(str::to_string)
         .collect()
@@ -98,11 +59,11 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
         ..Options::default()
     });
     pve.control.create_template(9000, "pve1", "local-lvm").await;
-    let (dir, remote, work) = bare_repo();
-    let first = push(&work, &manifests(2, "1G"), "two web servers");
+    let remote = GitRemote::new();
+    let first = push(&remote, &manifests(2, "1G"), "two web servers");
 
-    let mut config = SourceConfig::new(format!("file://{}", remote.display()), "main");
-    config.cache_root = dir.path().join("cache");
+    let mut config = SourceConfig::new(remote.url(), "main");
+    config.cache_root = remote.scratch(".").join("cache");
     let source = Source::open(config).unwrap();
     let mut daemon = Daemon::new(
         pve.client(),
@@ -115,7 +76,7 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
             interval: Duration::from_secs(3600),
             resync: Duration::from_secs(3600),
             passes: None,
-            state_dir: Some(dir.path().join("state")),
+            state_dir: Some(remote.scratch(".").join("state")),
             policy: Policy::default(),
             apply: ApplyOptions::default(),
         },
@@ -127,7 +88,10 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
         Outcome::Reconciled { .. }
     ));
     assert!(pve.control.vm(702).await.is_some());
-    let message = git(&remote, &["log", "-1", "--format=%B", "pve-gitops/status"]);
+    let message = git(
+        &remote.bare,
+        &["log", "-1", "--format=%B", "pve-gitops/status"],
+    );
     assert_eq!(
         message.trim_end(),
         format!(
@@ -135,13 +99,13 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
             &first[..7]
         )
     );
-    let table = git(&remote, &["show", "pve-gitops/status:prod/STATUS.md"]);
+    let table = git(&remote.bare, &["show", "pve-gitops/status:prod/STATUS.md"]);
     assert!(
         table.contains("| VirtualMachine/web-2 | pve1 | 702 |  | running | changed |  |"),
         "{table}"
     );
     let files = git(
-        &remote,
+        &remote.bare,
         &["ls-tree", "-r", "--name-only", "pve-gitops/status"],
     );
     assert_eq!(
@@ -149,7 +113,7 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
         ["prod/STATUS.md", "prod/inventory.yaml", "prod/status.yaml"]
     );
     assert_eq!(
-        git(&remote, &["rev-parse", "main"]).trim(),
+        git(&remote.bare, &["rev-parse", "main"]).trim(),
         first,
         "the applied branch is never written"
     );
@@ -161,7 +125,7 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
     assert_eq!(status_commits(&remote).len(), 2);
 
     // `pve-gitops status` on the node reads the same from the local state.
-    let (code, out) = status_cli(&dir.path().join("state"));
+    let (code, out) = status_cli(&remote.scratch(".").join("state"));
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(&format!("Applied revision: `{first}`")),
@@ -173,31 +137,34 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
     );
 
     // An invalid revision: nothing applied, errors.md with the location.
-    let bad = push(&work, &manifests(3, "1GB"), "typo");
+    let bad = push(&remote, &manifests(3, "1GB"), "typo");
     pve.control.reset_counters().await;
     assert!(matches!(
         daemon.tick().await.unwrap(),
         Outcome::Invalid { .. }
     ));
     assert_eq!(pve.control.counters().await.writes, 0);
-    let message = git(&remote, &["log", "-1", "--format=%s", "pve-gitops/status"]);
+    let message = git(
+        &remote.bare,
+        &["log", "-1", "--format=%s", "pve-gitops/status"],
+    );
     assert_eq!(message.trim(), format!("reject {}: 1 error", &bad[..7]));
-    let errors = git(&remote, &["show", "pve-gitops/status:prod/errors.md"]);
+    let errors = git(&remote.bare, &["show", "pve-gitops/status:prod/errors.md"]);
     assert!(
         errors.contains("web.yaml:13:") && errors.contains("invalid-value"),
         "{errors}"
     );
 
-    let (code, out) = status_cli(&dir.path().join("state"));
+    let (code, out) = status_cli(&remote.scratch(".").join("state"));
     assert_eq!(code, 2, "a refused revision needs attention: {out}");
     assert!(out.contains(&format!("Revision `{bad}` rejected")), "{out}");
 
     // Fixed: applied, errors.md gone.
-    push(&work, &manifests(3, "1G"), "three web servers");
+    push(&remote, &manifests(3, "1G"), "three web servers");
     daemon.tick().await.unwrap();
     assert!(pve.control.vm(703).await.is_some());
     let files = git(
-        &remote,
+        &remote.bare,
         &["ls-tree", "-r", "--name-only", "pve-gitops/status"],
     );
     assert!(!files.contains("errors.md"), "{files}");
@@ -245,29 +212,29 @@ async fn a_signed_webhook_starts_a_fetch_at_once_and_a_bad_one_is_refused() {
         ..Options::default()
     });
     pve.control.create_template(9000, "pve1", "local-lvm").await;
-    let (dir, remote, work) = bare_repo();
-    push(&work, &manifests(1, "1G"), "one");
-    let token = dir.path().join("token");
+    let remote = GitRemote::new();
+    push(&remote, &manifests(1, "1G"), "one");
+    let token = remote.scratch(".").join("token");
     std::fs::write(
         &token,
         format!("{}={}\n", pve.info.token_id, pve.info.token_secret),
     )
     .unwrap();
-    std::fs::write(dir.path().join("hook.secret"), "s3cret\n").unwrap();
+    std::fs::write(remote.scratch(".").join("hook.secret"), "s3cret\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pve-gitops"))
         .arg("run")
         .arg("--state-dir")
-        .arg(dir.path().join("state"))
+        .arg(remote.scratch(".").join("state"))
         .arg("--repo")
-        .arg(format!("file://{}", remote.display()))
+        .arg(remote.url())
         .args(["--path", "clusters/prod", "--node", "pve1", "--no-lease"])
         .arg("--cache")
-        .arg(dir.path().join("cache"))
+        .arg(remote.scratch(".").join("cache"))
         .args(["--interval", "1h", "--webhook-listen", "127.0.0.1:0"])
         .arg("--webhook-secret-file")
-        .arg(dir.path().join("hook.secret"))
+        .arg(remote.scratch(".").join("hook.secret"))
         .arg("--vmlist")
-        .arg(dir.path().join("none"))
+        .arg(remote.scratch(".").join("none"))
         .args(["--api-url", &pve.base_url()])
         .arg("--token-file")
         .arg(&token)
@@ -313,7 +280,7 @@ async fn a_signed_webhook_starts_a_fetch_at_once_and_a_bad_one_is_refused() {
         l.contains("reconciled") && l.contains("changed=1")
     });
 
-    push(&work, &manifests(2, "1G"), "two");
+    push(&remote, &manifests(2, "1G"), "two");
     let body = r#"{"ref":"refs/heads/main"}"#;
     let bad = hmac_hex(body.as_bytes(), b"wrong");
     assert_eq!(
