@@ -41,6 +41,14 @@ spec:
     )
 }
 
+/// Template 9000 on an RBD storage whose clones, creates and starts each take `secs`
+/// PVE seconds longer, so tasks take real time.
+async fn slow_ceph_template(control: &Control, secs: f64) {
+    control.ceph(json!({"add_storage": "ceph-vm"})).await;
+    control.create_template(9000, "pve1", "ceph-vm").await;
+    control.ceph(json!({ "slow": secs })).await;
+}
+
 /// The non-template guests: vmid → name.
 async fn guests(control: &Control) -> BTreeMap<u64, String> {
     control.state().await["guests"]
@@ -135,10 +143,8 @@ async fn slow_tasks_are_waited_for_on_later_passes() {
         ..Options::default()
     });
     let control = &pve.control;
-    control.ceph(json!({"add_storage": "ceph-vm"})).await;
-    control.create_template(9000, "pve1", "ceph-vm").await;
     // Each RBD-backed clone takes 100 PVE seconds (1 s here); the agent waits 0.2 s.
-    control.ceph(json!({"slow": 100})).await;
+    slow_ceph_template(control, 100.0).await;
     let client = pve.client();
     let options = ApplyOptions {
         task_timeout: Duration::from_millis(200),
@@ -295,9 +301,7 @@ async fn max_parallel_bounds_how_many_members_change_at_once() {
         ..Options::default()
     });
     let control = &pve.control;
-    control.ceph(json!({"add_storage": "ceph-vm"})).await;
-    control.create_template(9000, "pve1", "ceph-vm").await;
-    control.ceph(json!({"slow": 30})).await;
+    slow_ceph_template(control, 30.0).await;
     let client = pve.client();
     control.reset_counters().await;
     let m = repo(&app_set(6, "2G", "  maxParallel: 2\n"));
