@@ -99,11 +99,12 @@ pub fn waves(desired: &DesiredState) -> Vec<Vec<String>> {
     out
 }
 
-/// The rollout facts of one VM; `after` comes from [`dependencies`], `first_ip` from the
-/// VM's desired `ipconfig0` (for a TCP gate).
-pub fn rollout(vm: &DesiredVm, after: BTreeSet<String>, first_ip: Option<IpAddr>) -> Rollout {
+/// The rollout facts of one VM; `after` comes from [`dependencies`].
+pub fn rollout(vm: &DesiredVm, after: BTreeSet<String>) -> Rollout {
     let gate = vm.spec.wait_for.as_ref().and_then(|w| {
-        let tcp = w.tcp_port.and_then(|port| first_ip.map(|ip| (ip, port)));
+        let tcp = w
+            .tcp_port
+            .and_then(|port| first_static_ip(vm).map(|ip| (ip, port)));
         (w.guest_agent || w.cloud_init || tcp.is_some()).then(|| Gate {
             guest_agent: w.guest_agent,
             cloud_init: w.cloud_init,
@@ -120,6 +121,13 @@ pub fn rollout(vm: &DesiredVm, after: BTreeSet<String>, first_ip: Option<IpAddr>
         gate,
         set_limit,
     }
+}
+
+/// The VM's first declared static address (its desired `ipconfig0`), if any.
+pub fn first_static_ip(vm: &DesiredVm) -> Option<IpAddr> {
+    super::pveconfig::desired_config(vm, |_| None)
+        .get("ipconfig0")
+        .and_then(|v| static_ip(&v.text))
 }
 
 /// The address in an `ipconfigN` value (`ip=192.0.2.10/24,gw=...`), if static.

@@ -3,7 +3,7 @@
 use super::actual::ActualVm;
 use super::compare::{diff, Change};
 use super::pveconfig::{desired_config, Compare, DesiredConfig};
-use super::rollout::{dependencies, rollout, static_ip, waves, Rollout};
+use super::rollout::{dependencies, rollout, waves, Rollout};
 use pve_gitops_schema::desired::{DesiredState, DesiredVm};
 use pve_gitops_schema::manifest::vm::CloneSource;
 use pve_gitops_schema::manifest::PowerState;
@@ -370,11 +370,7 @@ pub fn plan(desired: &DesiredState, actual: &[ActualVm], policy: &Policy) -> Pla
             continue;
         }
         let after = deps[name].iter().map(|d| d.to_string()).collect();
-        let ip = desired_config(vm, |_| None)
-            .get("ipconfig0")
-            .and_then(|v| static_ip(&v.text));
-        plan.rollout
-            .insert(name.to_string(), rollout(vm, after, ip));
+        plan.rollout.insert(name.to_string(), rollout(vm, after));
     }
     for (i, names) in waves(desired).into_iter().enumerate() {
         let wave: BTreeMap<String, Vec<Action>> = names

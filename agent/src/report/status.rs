@@ -5,8 +5,7 @@
 
 use crate::apply::Report;
 use crate::plan::actual::ActualVm;
-use crate::plan::pveconfig::desired_config;
-use crate::plan::rollout::static_ip;
+use crate::plan::rollout::first_static_ip;
 use crate::plan::{Action, Finding, Plan};
 use pve_gitops_schema::desired::DesiredState;
 use pve_gitops_schema::manifest::PowerState;
@@ -169,10 +168,7 @@ pub fn after_pass(cluster: &str, revision: &str, facts: &PassFacts<'_>) -> Clust
                 (true, _) if running => "running",
                 (true, _) => "stopped",
             };
-            let ip = desired_config(vm, |_| None)
-                .get("ipconfig0")
-                .and_then(|v| static_ip(&v.text))
-                .map(|ip| ip.to_string());
+            let ip = first_static_ip(vm).map(|ip| ip.to_string());
             ResourceStatus {
                 kind: "VirtualMachine".into(),
                 name,
