@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod lease;
 pub mod manifests;
 pub mod observe;
+pub mod pass;
 pub mod plan;
 pub mod preflight;
 pub mod pve;

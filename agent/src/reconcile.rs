@@ -2,11 +2,11 @@
 //! `apply`) check the cluster can take the plan (pre-flight), then execute, printing what
 //! happens.
 
-use crate::apply::{allocate_vmids, apply, ApplyOptions, Report};
+use crate::apply::{ApplyOptions, Report};
 use crate::cli::{ApplyArgs, Connection, PolicyArgs, Reboot, RunArgs, SecretArgs};
 use crate::observe::observe;
 use crate::plan::{plan, Action, Finding, Plan, Policy, RebootPolicy};
-use crate::preflight::{self, PreflightProblem};
+use crate::preflight::PreflightProblem;
 use crate::pve::{ApiToken, ClientOptions, PveClient, TlsTrust};
 use crate::revision::Revision;
 use crate::secrets::Decryptor;
@@ -234,19 +234,12 @@ pub fn apply_command(
     };
     let desired = &revision.desired;
     let (plan, outcome) = runtime()?.block_on(async {
-        let observed = observe(&client, desired)
-            .await
-            .context("observing the cluster")?;
-        let mut plan = plan(desired, &observed.vms, &policy);
-        allocate_vmids(&mut plan, &observed.used_vmids);
-        let facts = preflight::gather(&client, &plan, &observed)
-            .await
-            .context("pre-flight: reading the cluster")?;
-        if let Err(problems) = preflight::check(&plan, &facts) {
-            return anyhow::Ok((plan, Err(problems)));
-        }
-        let report = apply(&client, &plan, &observed.templates, &options).await;
-        anyhow::Ok((plan, Ok(report)))
+        let prepared = crate::pass::prepare(&client, desired, &policy).await?;
+        let outcome = match &prepared.preflight {
+            Ok(()) => Ok(crate::pass::execute(&client, &prepared, &options).await),
+            Err(problems) => Err(problems.clone()),
+        };
+        anyhow::Ok((prepared.plan, outcome))
     })?;
     print!("{}", describe(&plan));
     match outcome {

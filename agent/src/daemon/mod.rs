@@ -10,9 +10,9 @@ pub mod changes;
 pub mod leader;
 pub mod sources;
 
-use crate::apply::{allocate_vmids, apply, ApplyOptions, Report};
-use crate::observe::{listing_fingerprint, observe};
-use crate::plan::{plan, Finding, Plan, Policy};
+use crate::apply::{ApplyOptions, Report};
+use crate::observe::listing_fingerprint;
+use crate::plan::{Finding, Plan, Policy};
 use crate::pve::{PveClient, ResourceType};
 use crate::report::status::{self, ClusterStatus};
 use crate::report::StatusFiles;
@@ -226,15 +226,9 @@ impl Daemon {
             gate: self.leadership.gate(),
             ..self.options.apply.clone()
         };
-        let observed = observe(&self.client, desired)
-            .await
-            .context("observing the cluster")?;
-        let mut plan = plan(desired, &observed.vms, &policy);
-        allocate_vmids(&mut plan, &observed.used_vmids);
-        let facts = crate::preflight::gather(&self.client, &plan, &observed)
-            .await
-            .context("pre-flight: reading the cluster")?;
-        if let Err(problems) = crate::preflight::check(&plan, &facts) {
+        let prepared = crate::pass::prepare(&self.client, desired, &policy).await?;
+        if let Err(problems) = &prepared.preflight {
+            let (plan, problems) = (prepared.plan.clone(), problems.clone());
             let status = status::after_rejection(
                 self.status.clone(),
                 &self.options.cluster,
@@ -252,10 +246,14 @@ impl Daemon {
             });
         }
         let Some(window) = self.leadership.begin_apply() else {
-            return Ok(Outcome::Following { revision, plan });
+            return Ok(Outcome::Following {
+                revision,
+                plan: prepared.plan,
+            });
         };
-        let report = apply(&self.client, &plan, &observed.templates, &options).await;
+        let report = crate::pass::execute(&self.client, &prepared, &options).await;
         drop(window);
+        let crate::pass::Prepared { observed, plan, .. } = prepared;
         let busy = plan
             .findings
             .iter()
