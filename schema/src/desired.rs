@@ -7,8 +7,9 @@
 use crate::ids::{Name, NodeName, Tag, Vmid};
 use crate::manifest::{
     container::ContainerSpec, firewall::FirewallSpec, misc::InventorySpec, misc::PoolSpec,
-    sdn::SdnSubnetSpec, sdn::SdnVnetSpec, sdn::SdnZoneSpec, snippet::SnippetSpec,
-    storage::StorageDownloadSpec, template::TemplateSpec, vm::VmSpec, Origin, ResourceRef,
+    policy::ClusterPolicySpec, sdn::SdnSubnetSpec, sdn::SdnVnetSpec, sdn::SdnZoneSpec,
+    snippet::SnippetSpec, storage::StorageDownloadSpec, template::TemplateSpec, vm::VmSpec, Origin,
+    ResourceRef,
 };
 use crate::source_map::YamlPath;
 use serde::Serialize;
@@ -43,6 +44,9 @@ pub struct DesiredState {
     pub pools: Vec<Named<PoolSpec>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub inventories: Vec<Named<InventorySpec>>,
+    /// The cluster's `ClusterPolicy`, if it declares one (defaults otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Named<ClusterPolicySpec>>,
 }
 
 /// A resource kept as declared, with its name and labels.

@@ -7,8 +7,8 @@
 use crate::diag::{did_you_mean, Diagnostic, Diagnostics, ErrorKind, Location};
 use crate::ids::Name;
 use crate::manifest::{
-    blueprint, container, firewall, misc, sdn, set, snippet, storage, template, vm, Document, Kind,
-    Locator, Metadata, Origin, SetDocument, Spec, API_VERSION,
+    blueprint, container, firewall, misc, policy, sdn, set, snippet, storage, template, vm,
+    Document, Kind, Locator, Metadata, Origin, SetDocument, Spec, API_VERSION,
 };
 use crate::source_map::{SourceMap, YamlPath};
 use crate::unknown_fields;
@@ -220,6 +220,9 @@ impl Ctx<'_> {
             Kind::BlueprintInstance => Spec::BlueprintInstance(
                 self.typed::<blueprint::BlueprintInstanceSpec>(doc, &p, value)?,
             ),
+            Kind::ClusterPolicy => {
+                Spec::ClusterPolicy(self.typed::<policy::ClusterPolicySpec>(doc, &p, value)?)
+            }
         })
     }
 

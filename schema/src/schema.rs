@@ -29,6 +29,7 @@ pub fn document_schema() -> Schema {
             Kind::BlueprintInstance => {
                 gen.subschema_for::<manifest::blueprint::BlueprintInstanceSpec>()
             }
+            Kind::ClusterPolicy => gen.subschema_for::<manifest::policy::ClusterPolicySpec>(),
         };
         variants.push(json!({
             "if": { "properties": { "kind": { "const": kind.as_str() } }, "required": ["kind"] },

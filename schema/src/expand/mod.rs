@@ -72,6 +72,10 @@ pub fn desired_state(
             Spec::Firewall(s) => out.firewalls.push(named(doc, s)),
             Spec::Pool(s) => out.pools.push(named(doc, s)),
             Spec::Inventory(s) => out.inventories.push(named(doc, s)),
+            // At most one (validated); a second is reported, the first kept.
+            Spec::ClusterPolicy(s) => {
+                out.policy.get_or_insert_with(|| named(doc, s));
+            }
             Spec::External(_) | Spec::Blueprint(_) | Spec::BlueprintInstance(_) => {}
         }
     }

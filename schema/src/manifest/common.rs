@@ -31,10 +31,11 @@ pub enum Kind {
     Inventory,
     Blueprint,
     BlueprintInstance,
+    ClusterPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::VirtualMachine,
         Kind::VirtualMachineSet,
         Kind::Template,
@@ -50,6 +51,7 @@ impl Kind {
         Kind::Inventory,
         Kind::Blueprint,
         Kind::BlueprintInstance,
+        Kind::ClusterPolicy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +71,7 @@ impl Kind {
             Kind::Inventory => "Inventory",
             Kind::Blueprint => "Blueprint",
             Kind::BlueprintInstance => "BlueprintInstance",
+            Kind::ClusterPolicy => "ClusterPolicy",
         }
     }
 

@@ -12,6 +12,7 @@ pub mod common;
 pub mod container;
 pub mod firewall;
 pub mod misc;
+pub mod policy;
 pub mod sdn;
 pub mod set;
 pub mod snippet;
@@ -48,6 +49,7 @@ pub enum Spec {
     Inventory(misc::InventorySpec),
     Blueprint(blueprint::BlueprintSpec),
     BlueprintInstance(blueprint::BlueprintInstanceSpec),
+    ClusterPolicy(policy::ClusterPolicySpec),
 }
 
 /// A set with its member template already checked against the VM schema.
@@ -75,6 +77,7 @@ impl Spec {
             Spec::Inventory(_) => Kind::Inventory,
             Spec::Blueprint(_) => Kind::Blueprint,
             Spec::BlueprintInstance(_) => Kind::BlueprintInstance,
+            Spec::ClusterPolicy(_) => Kind::ClusterPolicy,
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod consistency;
 pub mod graph;
 pub mod names;
 pub mod network;
+pub mod policy;
 pub mod refs;
 pub mod secrets;
 
@@ -90,4 +91,5 @@ pub fn validate(ctx: &Context<'_>, diags: &mut Diagnostics) {
     network::check(ctx, diags);
     graph::check(ctx, diags);
     consistency::check(ctx, diags);
+    policy::check(ctx, diags);
 }
