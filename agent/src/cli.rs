@@ -62,6 +62,10 @@ pub enum Command {
         apply: ApplyArgs,
         #[command(flatten)]
         secrets: SecretArgs,
+        /// Apply even outside the `ClusterPolicy` sync windows (reboots included). Without
+        /// it, a closed window prints what waits and exits with status 2.
+        #[arg(long)]
+        now: bool,
     },
     /// Run as a daemon: reconcile now, then on every interval and whenever the manifests
     /// change, until SIGTERM or SIGINT.

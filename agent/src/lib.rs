@@ -18,3 +18,4 @@ pub mod secrets;
 pub mod selfstat;
 pub mod source;
 pub mod webhook;
+pub mod windows;

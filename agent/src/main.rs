@@ -23,8 +23,11 @@ fn main() {
             policy,
             apply,
             secrets,
+            now,
             ..
-        } => pve_gitops::reconcile::apply_command(&dir, &connection, &policy, &apply, &secrets),
+        } => {
+            pve_gitops::reconcile::apply_command(&dir, &connection, &policy, &apply, &secrets, now)
+        }
         Command::Run(args) => {
             init_logging();
             pve_gitops::reconcile::run_command(*args)

@@ -10,7 +10,10 @@ use crate::preflight::PreflightProblem;
 use crate::pve::{ApiToken, ClientOptions, PveClient, TlsTrust};
 use crate::revision::Revision;
 use crate::secrets::Decryptor;
+use crate::windows::WindowState;
 use anyhow::{Context, Result};
+use chrono::Utc;
+use pve_gitops_schema::manifest::policy::WindowScope;
 use std::fmt::Write;
 use std::path::Path;
 use std::path::PathBuf;
@@ -222,12 +225,23 @@ pub fn apply_command(
     p: &PolicyArgs,
     a: &ApplyArgs,
     s: &SecretArgs,
+    now: bool,
 ) -> Result<i32> {
     let Some(revision) = load_or_report(dir, s)? else {
         return Ok(1);
     };
     let client = client(conn)?;
-    let policy = policy(p, revision.secrets.decrypted());
+    let mut policy = policy(p, revision.secrets.decrypted());
+    let window = |scope| {
+        if now {
+            WindowState::Open
+        } else {
+            crate::windows::for_policy(revision.desired.policy.as_ref(), scope, Utc::now())
+        }
+    };
+    if !window(WindowScope::Reboot).is_open() {
+        policy.reboot = RebootPolicy::Never;
+    }
     let options = ApplyOptions {
         secrets: revision.secrets.clone(),
         ..apply_options(a)
@@ -235,9 +249,12 @@ pub fn apply_command(
     let desired = &revision.desired;
     let (plan, outcome) = runtime()?.block_on(async {
         let prepared = crate::pass::prepare(&client, desired, &policy).await?;
-        let outcome = match &prepared.preflight {
-            Ok(()) => Ok(crate::pass::execute(&client, &prepared, &options).await),
-            Err(problems) => Err(problems.clone()),
+        let outcome = match (&prepared.preflight, window(WindowScope::Apply)) {
+            (Err(problems), _) => Err(Held::Refused(problems.clone())),
+            (Ok(()), WindowState::Closed { next_open }) if !prepared.plan.is_empty() => {
+                Err(Held::Waiting(next_open))
+            }
+            (Ok(()), _) => Ok(crate::pass::execute(&client, &prepared, &options).await),
         };
         anyhow::Ok((prepared.plan, outcome))
     })?;
@@ -247,11 +264,26 @@ pub fn apply_command(
             print!("{}", describe_report(&report));
             Ok(if report.failed.is_empty() { 0 } else { 1 })
         }
-        Err(problems) => {
+        Err(Held::Refused(problems)) => {
             eprint!("{}", describe_preflight(&problems));
             Ok(1)
         }
+        Err(Held::Waiting(next_open)) => {
+            eprintln!(
+                "outside the sync windows, nothing was applied{}; `--now` applies anyway",
+                next_open
+                    .map(|t| format!(" (the next window opens at {})", t.to_rfc3339()))
+                    .unwrap_or_default()
+            );
+            Ok(EXIT_CHANGES)
+        }
     }
+}
+
+/// Why `apply --once` applied nothing.
+enum Held {
+    Refused(Vec<PreflightProblem>),
+    Waiting(Option<chrono::DateTime<Utc>>),
 }
 
 /// A failed pre-flight as lines for the terminal: what is missing, and that nothing ran.
@@ -307,6 +339,7 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
         state_dir: Some(args.state_dir.clone()),
         policy: policy(&args.policy, false),
         apply: apply_options(&args.apply),
+        clock: Default::default(),
     };
     let vmlist = args.vmlist.clone();
     let webhook = match (&args.webhook_listen, &args.webhook_secret_file) {

@@ -51,6 +51,7 @@ fn options(interval: Duration) -> DaemonOptions {
         state_dir: None,
         policy: Policy::default(),
         apply: ApplyOptions::default(),
+        clock: Default::default(),
     }
 }
 

@@ -79,6 +79,7 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
             state_dir: Some(remote.scratch(".").join("state")),
             policy: Policy::default(),
             apply: ApplyOptions::default(),
+            clock: Default::default(),
         },
     );
 

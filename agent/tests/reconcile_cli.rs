@@ -95,3 +95,51 @@ async fn plan_then_apply_then_nothing_to_do() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("no changes"));
 }
+
+/// A window that never opens in this century: `apply --once` holds the change back (exit
+/// 2, no write), `--now` applies it.
+#[tokio::test]
+async fn apply_outside_the_sync_windows_waits_unless_now() {
+    let pve = fake!(Options {
+        time_scale: 0.0,
+        ..Options::default()
+    });
+    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vm.yaml"), VM).unwrap();
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        "apiVersion: pve-gitops/v1alpha1
+kind: ClusterPolicy
+metadata: { name: x }
+spec:
+  syncWindows: [ { kind: allow, schedule: \"0 0 0 1 1 * 2099\", duration: 1h } ]
+",
+    )
+    .unwrap();
+    let token = dir.path().join(".token");
+    std::fs::write(
+        &token,
+        format!("{}={}\n", pve.info.token_id, pve.info.token_secret),
+    )
+    .unwrap();
+
+    pve.control.reset_counters().await;
+    let out = run(&pve, dir.path(), &token, &["apply", "--once"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("outside the sync windows, nothing was applied; `--now` applies anyway"),
+        "{stderr}"
+    );
+    assert_eq!(pve.control.counters().await.writes, 0);
+
+    let out = run(&pve, dir.path(), &token, &["apply", "--once", "--now"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(pve.control.vm(300).await.is_some());
+}

@@ -92,6 +92,7 @@ fn daemon(pve: &FakePve, repo: &Path, key_file: &Path) -> Daemon {
             state_dir: None,
             policy: Policy::default(),
             apply: ApplyOptions::default(),
+            clock: Default::default(),
         },
     )
 }

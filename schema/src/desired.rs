@@ -55,6 +55,8 @@ pub struct Named<T> {
     pub name: Name,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
     #[serde(flatten)]
     pub spec: T,
     #[serde(skip)]

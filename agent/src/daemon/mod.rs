@@ -12,13 +12,16 @@ pub mod sources;
 
 use crate::apply::{ApplyOptions, Report};
 use crate::observe::listing_fingerprint;
-use crate::plan::{Finding, Plan, Policy};
+use crate::plan::{Finding, Plan, Policy, RebootPolicy};
 use crate::pve::{PveClient, ResourceType};
 use crate::report::status::{self, ClusterStatus};
 use crate::report::StatusFiles;
 use crate::revision::Revision;
+use crate::windows::WindowState;
 use anyhow::{Context, Result};
 use changes::ClusterChanges;
+use chrono::SecondsFormat;
+use pve_gitops_schema::manifest::policy::WindowScope;
 use sources::Manifests;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -43,6 +46,8 @@ pub struct DaemonOptions {
     pub state_dir: Option<std::path::PathBuf>,
     pub policy: Policy,
     pub apply: ApplyOptions,
+    /// The time sync windows are judged at.
+    pub clock: crate::windows::Clock,
 }
 
 /// What one pass did.
@@ -61,6 +66,13 @@ pub enum Outcome {
         revision: String,
         plan: Plan,
         problems: Vec<crate::preflight::PreflightProblem>,
+        status: Box<ClusterStatus>,
+    },
+    /// The revision is valid and planned, but the cluster's sync windows are closed:
+    /// nothing was applied. `status` notes what waits, and until when.
+    Waiting {
+        revision: String,
+        plan: Plan,
         status: Box<ClusterStatus>,
     },
     /// Nothing changed since the last settled pass (one API call).
@@ -149,6 +161,7 @@ impl Daemon {
             Outcome::Unchanged | Outcome::Following { .. } => None,
             Outcome::Invalid { status, .. }
             | Outcome::Refused { status, .. }
+            | Outcome::Waiting { status, .. }
             | Outcome::Reconciled { status, .. } => Some(status),
         };
         if let Some(status) = status {
@@ -217,10 +230,16 @@ impl Daemon {
         }
         let loaded = &self.desired.as_ref().expect("loaded").1;
         let desired = &loaded.desired;
-        let policy = Policy {
+        let now = self.options.clock.now();
+        let window = |scope| crate::windows::for_policy(desired.policy.as_ref(), scope, now);
+        let mut policy = Policy {
             secrets_decrypted: loaded.secrets.decrypted(),
             ..self.options.policy
         };
+        if !window(WindowScope::Reboot).is_open() {
+            // Pending changes stay pending (and reported) until a reboot window opens.
+            policy.reboot = RebootPolicy::Never;
+        }
         let options = ApplyOptions {
             secrets: loaded.secrets.clone(),
             gate: self.leadership.gate(),
@@ -242,6 +261,22 @@ impl Daemon {
                 revision,
                 plan,
                 problems,
+                status: Box::new(status),
+            });
+        }
+        if let (false, WindowState::Closed { next_open }) =
+            (prepared.plan.is_empty(), window(WindowScope::Apply))
+        {
+            let waiting = status::Waiting {
+                revision: revision.clone(),
+                changes: prepared.plan.waves.iter().map(|w| w.len()).sum(),
+                next_open: next_open.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            };
+            let status = status::while_waiting(self.status.clone(), &self.options.cluster, waiting);
+            self.status = Some(status.clone());
+            return Ok(Outcome::Waiting {
+                revision,
+                plan: prepared.plan,
                 status: Box::new(status),
             });
         }
@@ -343,6 +378,14 @@ pub async fn run(
 fn log(pass: u64, outcome: &Outcome) {
     match outcome {
         Outcome::Unchanged => tracing::debug!(pass, "unchanged since the last pass"),
+        Outcome::Waiting {
+            revision, status, ..
+        } => tracing::info!(
+            pass,
+            %revision,
+            "outside the sync windows; {}",
+            crate::report::commit_message(status, "").lines().next().unwrap_or("")
+        ),
         Outcome::Following { revision, plan } => tracing::debug!(
             pass,
             %revision,

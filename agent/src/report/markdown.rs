@@ -30,6 +30,19 @@ pub fn status_md(s: &ClusterStatus) -> String {
             if r.errors.len() == 1 { "" } else { "s" }
         );
     }
+    if let Some(w) = &s.waiting {
+        let _ = writeln!(
+            out,
+            "> **Revision `{}` waits for a sync window**: {} guest{} to change{}. The cluster stays as applied until then.\n",
+            w.revision,
+            w.changes,
+            if w.changes == 1 { "" } else { "s" },
+            w.next_open
+                .as_ref()
+                .map(|t| format!("; the next window opens at {t}"))
+                .unwrap_or_else(|| "; no window is scheduled".into())
+        );
+    }
     let not_synced = s
         .resources
         .iter()

@@ -43,6 +43,19 @@ pub fn files(
 pub fn commit_message(status: &ClusterStatus, node: &str) -> String {
     let short = |r: &str| r.chars().take(7).collect::<String>();
     let subject = match (&status.rejected, &status.applied_revision) {
+        (None, _) if status.waiting.is_some() => {
+            let w = status.waiting.as_ref().expect("checked");
+            format!(
+                "wait {}: {} guest{} to change when the sync window opens{}",
+                short(&w.revision),
+                w.changes,
+                if w.changes == 1 { "" } else { "s" },
+                w.next_open
+                    .as_ref()
+                    .map(|t| format!(" at {t}"))
+                    .unwrap_or_default()
+            )
+        }
         (Some(r), _) => format!(
             "reject {}: {} error{}",
             short(&r.revision),
@@ -69,6 +82,9 @@ pub fn commit_message(status: &ClusterStatus, node: &str) -> String {
     }
     if let Some(r) = &status.rejected {
         msg.push_str(&format!("Rejected-Commit: {}\n", r.revision));
+    }
+    if let Some(w) = &status.waiting {
+        msg.push_str(&format!("Waiting-Commit: {}\n", w.revision));
     }
     msg.push_str(&format!("Cluster: {}\nNode: {node}\n", status.cluster));
     msg

@@ -36,6 +36,21 @@ pub struct ClusterStatus {
     /// document changes only when leadership does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<Leader>,
+    /// A newer, valid revision whose changes wait for a sync window to open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+}
+
+/// Changes held back by the cluster's sync windows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Waiting {
+    pub revision: String,
+    /// Guests the held-back plan would change.
+    pub changes: usize,
+    /// When the next window opens (RFC 3339), if one is scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_open: Option<String>,
 }
 
 /// Which agent leads, as the status shows it.
@@ -220,6 +235,7 @@ pub fn after_pass(cluster: &str, revision: &str, facts: &PassFacts<'_>) -> Clust
         resources,
         rejected: None,
         leader: None,
+        waiting: None,
     }
 }
 
@@ -230,7 +246,30 @@ pub fn after_rejection(
     revision: &str,
     errors: Vec<String>,
 ) -> ClusterStatus {
-    let mut s = previous.unwrap_or_else(|| ClusterStatus {
+    let mut s = previous.unwrap_or_else(|| empty(cluster));
+    s.rejected = Some(Rejected {
+        revision: revision.into(),
+        errors,
+    });
+    s
+}
+
+/// The previous status with `waiting` noted: a valid revision held back by the sync
+/// windows. Resources stay as last applied; a rejection noted before is superseded.
+pub fn while_waiting(
+    previous: Option<ClusterStatus>,
+    cluster: &str,
+    waiting: Waiting,
+) -> ClusterStatus {
+    let mut s = previous.unwrap_or_else(|| empty(cluster));
+    s.rejected = None;
+    s.waiting = Some(waiting);
+    s
+}
+
+/// A status with nothing applied yet.
+fn empty(cluster: &str) -> ClusterStatus {
+    ClusterStatus {
         api_version: "pve-gitops/v1alpha1".into(),
         kind: "ClusterStatus".into(),
         cluster: cluster.into(),
@@ -239,12 +278,8 @@ pub fn after_rejection(
         resources: Vec::new(),
         rejected: None,
         leader: None,
-    });
-    s.rejected = Some(Rejected {
-        revision: revision.into(),
-        errors,
-    });
-    s
+        waiting: None,
+    }
 }
 
 fn created_vmid(plan: &Plan, name: &str) -> Option<u32> {

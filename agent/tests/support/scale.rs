@@ -158,6 +158,7 @@ pub async fn idle_pass(pve: &FakePve, n: u32) -> Counters {
             state_dir: None,
             policy: Policy::default(),
             apply: ApplyOptions::default(),
+            clock: Default::default(),
         },
     );
     match daemon.tick().await.expect("the daemon's first pass") {

@@ -35,6 +35,7 @@ fn named<T: Clone>(doc: &Document, spec: &T) -> Named<T> {
     Named {
         name: doc.metadata.name.clone(),
         labels: doc.metadata.labels.clone(),
+        annotations: doc.metadata.annotations.clone(),
         spec: spec.clone(),
         origin: doc.origin.clone(),
     }

@@ -20,6 +20,11 @@ use crate::units::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// `metadata.annotations` key that suspends the sync windows until an instant (RFC 3339,
+/// UTC, e.g. `2026-11-26T06:00:00Z`): an emergency change outside the windows still goes
+/// through git, and the override expires by itself.
+pub const OVERRIDE_WINDOWS_UNTIL: &str = "pve-gitops/override-windows-until";
+
 /// The policy of one cluster.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

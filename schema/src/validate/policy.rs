@@ -2,7 +2,9 @@
 
 use super::Context;
 use crate::diag::{Diagnostic, Diagnostics, ErrorKind};
+use crate::manifest::policy::OVERRIDE_WINDOWS_UNTIL;
 use crate::manifest::{Kind, Spec};
+use crate::source_map::YamlPath;
 use std::str::FromStr;
 
 pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
@@ -28,6 +30,20 @@ pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
                 )),
             ),
             None => first = Some(here),
+        }
+        if let Some(until) = doc.metadata.annotations.get(OVERRIDE_WINDOWS_UNTIL) {
+            if humantime::parse_rfc3339(until).is_err() {
+                diags.push(Diagnostic::new(
+                    ErrorKind::InvalidValue,
+                    ctx.locator.value(
+                        &doc.origin,
+                        &YamlPath::parse("metadata.annotations").key(OVERRIDE_WINDOWS_UNTIL),
+                    ),
+                    format!(
+                        "`{until}` is not an RFC 3339 UTC instant such as 2026-11-26T06:00:00Z"
+                    ),
+                ));
+            }
         }
         if spec.prune.max_delete_share > 100 {
             diags.push(Diagnostic::new(
