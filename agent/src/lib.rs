@@ -10,6 +10,7 @@ pub mod observe;
 pub mod pass;
 pub mod plan;
 pub mod preflight;
+pub mod preview;
 pub mod pve;
 pub mod reconcile;
 pub mod report;

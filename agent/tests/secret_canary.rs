@@ -133,7 +133,7 @@ async fn the_secret_reaches_pve_and_nothing_else() {
     assert_no_canary("the outcome", &format!("{outcome:?}"));
     assert_no_canary("the plan", &pve_gitops::reconcile::describe(plan));
     for (name, content) in pve_gitops::report::files(status, None) {
-        assert_no_canary(name, &content);
+        assert_no_canary(&name, &content);
     }
 
     // The CLI, with every log enabled: plan and apply output carry no secret.
@@ -198,7 +198,7 @@ async fn a_secret_that_does_not_decrypt_refuses_the_revision() {
             assert!(errors.contains("secrets/pw.age"), "{errors}");
             assert_no_canary("the errors", &errors);
             for (name, content) in pve_gitops::report::files(&status, None) {
-                assert_no_canary(name, &content);
+                assert_no_canary(&name, &content);
             }
         }
         other => panic!("expected a refused revision, got {other:?}"),

@@ -8,6 +8,7 @@
 
 pub mod changes;
 pub mod leader;
+mod previews;
 pub mod sources;
 
 use crate::apply::{ApplyOptions, Report};
@@ -21,7 +22,7 @@ use crate::windows::WindowState;
 use anyhow::{Context, Result};
 use changes::ClusterChanges;
 use chrono::SecondsFormat;
-use pve_gitops_schema::manifest::policy::WindowScope;
+use pve_gitops_schema::manifest::policy::{PlanPreviews, WindowScope};
 use sources::Manifests;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -112,6 +113,8 @@ pub struct Daemon {
     published: Option<StatusFiles>,
     /// Whether this agent may apply (leader election); applies always by default.
     leadership: leader::Leadership,
+    /// Plan previews of other branches, published with the status.
+    previews: previews::Previews,
 }
 
 impl Daemon {
@@ -131,6 +134,7 @@ impl Daemon {
             settled: None,
             status: None,
             leadership: leader::Leadership::default(),
+            previews: previews::Previews::default(),
         }
     }
 
@@ -151,29 +155,60 @@ impl Daemon {
         &self.options
     }
 
-    /// One pass, then its status published (when it changed).
+    /// One pass, then its status (and plan previews) published when they changed.
     pub async fn tick(&mut self) -> Result<Outcome> {
         let outcome = self.pass().await?;
+        // Only the agent that may write publishes: followers would race the leader for
+        // the status branch with the same news.
+        if !self.may_write() {
+            return Ok(outcome);
+        }
         let status = match &outcome {
-            // Only the agent that may write publishes: followers would race the leader
-            // for the status branch with the same news.
-            _ if !self.may_write() => None,
             Outcome::Unchanged | Outcome::Following { .. } => None,
             Outcome::Invalid { status, .. }
             | Outcome::Refused { status, .. }
             | Outcome::Waiting { status, .. }
-            | Outcome::Reconciled { status, .. } => Some(status),
+            | Outcome::Reconciled { status, .. } => Some(status.as_ref().clone()),
         };
-        if let Some(status) = status {
-            self.publish(status);
+        let replan = matches!(outcome, Outcome::Reconciled { .. });
+        let previews_changed = self.refresh_previews(replan).await;
+        match (status, previews_changed) {
+            (Some(status), _) => self.publish(&status),
+            (None, true) => {
+                if let Some(status) = self.status.clone() {
+                    self.publish(&status);
+                }
+            }
+            (None, false) => {}
         }
         Ok(outcome)
+    }
+
+    /// Plan the preview branches the current policy names (default `plan/*`).
+    async fn refresh_previews(&mut self, replan: bool) -> bool {
+        let patterns = self
+            .desired
+            .as_ref()
+            .and_then(|(_, r)| r.desired.policy.as_ref())
+            .map(|p| p.spec.plan_previews.branches.clone())
+            .unwrap_or_else(|| PlanPreviews::default().branches);
+        self.previews
+            .refresh(
+                &self.client,
+                self.manifests.as_mut(),
+                &patterns,
+                self.options.decryptor.as_deref(),
+                &self.options.policy,
+                replan,
+            )
+            .await
     }
 
     /// Write the status files if they differ from the last ones written. A failure is
     /// logged: the cluster was reconciled all the same, and the next change retries.
     fn publish(&mut self, status: &ClusterStatus) {
-        let files = crate::report::files(status, None);
+        let mut files = crate::report::files(status, None);
+        files.extend(self.previews.files());
         if self.published.as_ref() == Some(&files) {
             return;
         }

@@ -16,6 +16,13 @@ pub trait Manifests: Send {
     /// The files of `revision`.
     fn read(&mut self, revision: &str) -> Result<Repository>;
 
+    /// Branches to preview: every branch of the source matching one of `patterns` (see
+    /// [`crate::preview::matches`]) except the applied and status branches, with its
+    /// head, ready to [`read`](Manifests::read). Sources without branches have none.
+    fn preview_branches(&mut self, _patterns: &[String]) -> Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+
     /// Publish a cluster's status (`Some(commit)` when a commit was made). Sources without
     /// a place for status keep it to themselves.
     fn write_status(
@@ -100,6 +107,34 @@ impl Manifests for Git {
     fn read(&mut self, revision: &str) -> Result<Repository> {
         let oid = git2::Oid::from_str(revision)?;
         Ok(self.source.read_tree(oid, &self.subdir)?)
+    }
+
+    /// From the listing the last poll made; a branch whose head is not in the cache yet
+    /// is fetched. Branches are not signature-checked: nothing from them is applied.
+    fn preview_branches(&mut self, patterns: &[String]) -> Result<Vec<(String, String)>> {
+        let own = [self.source.branch().to_string(), self.status_branch.clone()];
+        let wanted: Vec<(String, git2::Oid)> = self
+            .source
+            .remote_branches()
+            .iter()
+            .filter(|(b, _)| !own.contains(b))
+            .filter(|(b, _)| patterns.iter().any(|p| crate::preview::matches(p, b)))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for (branch, head) in wanted {
+            let head = if self.source.repository().find_commit(head).is_ok() {
+                Some(head)
+            } else {
+                self.source
+                    .fetch_branch(&branch)
+                    .with_context(|| format!("fetching branch `{branch}` for its preview"))?
+            };
+            if let Some(head) = head {
+                out.push((branch, head.to_string()));
+            }
+        }
+        Ok(out)
     }
 
     fn write_status(

@@ -42,6 +42,27 @@ pub fn commit_status(
     bail!("the status branch `{branch}` kept moving: gave up after {PUSH_ATTEMPTS} attempts")
 }
 
+/// A tree holding `files` (`/`-separated paths → content), subdirectories included.
+fn tree_of<'a>(
+    repo: &git2::Repository,
+    files: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Result<Oid> {
+    let mut here = repo.treebuilder(None)?;
+    let mut below: std::collections::BTreeMap<&str, Vec<(&str, &[u8])>> = Default::default();
+    for (path, content) in files {
+        match path.split_once('/') {
+            Some((dir, rest)) => below.entry(dir).or_default().push((rest, content)),
+            None => {
+                here.insert(path, repo.blob(content)?, 0o100_644)?;
+            }
+        }
+    }
+    for (dir, entries) in below {
+        here.insert(dir, tree_of(repo, entries.into_iter())?, 0o040_000)?;
+    }
+    Ok(here.write()?)
+}
+
 /// The commit of `files` on top of `parent`, or `None` if nothing would change.
 fn build(
     source: &Source,
@@ -54,12 +75,7 @@ fn build(
     let repo = source.repository();
     let parent = parent.map(|p| repo.find_commit(p)).transpose()?;
     let base = parent.as_ref().map(|c| c.tree()).transpose()?;
-    let mut dir = repo.treebuilder(None)?;
-    for (name, content) in files {
-        let blob = repo.blob(content.as_bytes())?;
-        dir.insert(name, blob, 0o100_644)?;
-    }
-    let dir = dir.write()?;
+    let dir = tree_of(repo, files.iter().map(|(p, c)| (p.as_str(), c.as_bytes())))?;
     let mut root = repo.treebuilder(base.as_ref())?;
     root.insert(cluster, dir, 0o040_000)?;
     let tree = root.write()?;

@@ -15,9 +15,10 @@ pub mod status;
 use status::{ClusterStatus, Counts};
 use std::collections::BTreeMap;
 
-/// The files of one cluster's status: name within the cluster directory → content.
-/// A file absent from the map is removed from the branch (`errors.md` once fixed).
-pub type StatusFiles = BTreeMap<&'static str, String>;
+/// The files of one cluster's status: path within the cluster directory (`/`-separated,
+/// e.g. `plans/plan-topic.md`) → content. A file absent from the map is removed from the
+/// branch (`errors.md` once fixed, a preview once its branch is deleted).
+pub type StatusFiles = BTreeMap<String, String>;
 
 /// Every file of `status`.
 pub fn files(
@@ -25,14 +26,17 @@ pub fn files(
     inventory: Option<&pve_gitops_schema::manifest::misc::InventorySpec>,
 ) -> StatusFiles {
     let mut out = StatusFiles::new();
-    out.insert("STATUS.md", markdown::status_md(status));
+    out.insert("STATUS.md".into(), markdown::status_md(status));
     out.insert(
-        "status.yaml",
+        "status.yaml".into(),
         serde_yaml::to_string(status).expect("status serializes"),
     );
-    out.insert("inventory.yaml", inventory::ansible(status, inventory));
+    out.insert(
+        "inventory.yaml".into(),
+        inventory::ansible(status, inventory),
+    );
     if let Some(e) = markdown::errors_md(status) {
-        out.insert("errors.md", e);
+        out.insert("errors.md".into(), e);
     }
     out
 }

@@ -56,7 +56,7 @@ fn a_pass_renders_table_yaml_inventory_and_message() {
     );
     let f = files(&s, None);
     assert_eq!(
-        f.keys().copied().collect::<Vec<_>>(),
+        f.keys().map(String::as_str).collect::<Vec<_>>(),
         ["STATUS.md", "inventory.yaml", "status.yaml"]
     );
     insta::assert_snapshot!(f["STATUS.md"], @r"

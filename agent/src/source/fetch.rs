@@ -19,6 +19,8 @@ pub(crate) struct Synced {
     pub previous: Option<Oid>,
     /// Whether objects were downloaded (false: the cache already had the head).
     pub fetched: bool,
+    /// Every branch of the remote and its head, from the same listing.
+    pub branches: Vec<(String, Oid)>,
 }
 
 /// Bring `branch` of the remote into the cache.
@@ -37,17 +39,19 @@ pub(crate) fn sync_branch(
         .connect_auth(Direction::Fetch, Some(session.callbacks()), None)
         .map_err(fail)?;
     let wanted = format!("refs/heads/{branch}");
-    let head = conn
+    let branches: Vec<(String, Oid)> = conn
         .list()
         .map_err(fail)?
         .iter()
-        .find(|h| h.name() == wanted)
-        .map(|h| h.oid());
+        .filter_map(|h| Some((h.name().strip_prefix("refs/heads/")?.to_string(), h.oid())))
+        .collect();
+    let head = branches.iter().find(|(b, _)| b == branch).map(|(_, o)| *o);
     let Some(head) = head else {
         return Ok(Synced {
             head: None,
             previous,
             fetched: false,
+            branches,
         });
     };
     if Some(head) == previous && repo.find_commit(head).is_ok() {
@@ -55,6 +59,7 @@ pub(crate) fn sync_branch(
             head: Some(head),
             previous,
             fetched: false,
+            branches,
         });
     }
 
@@ -73,6 +78,7 @@ pub(crate) fn sync_branch(
         head: Some(head),
         previous,
         fetched: true,
+        branches,
     })
 }
 

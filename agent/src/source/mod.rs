@@ -158,6 +158,8 @@ pub struct Source {
     cache_event: Option<CacheEvent>,
     /// The head the last poll returned (kept in memory, so it survives a cache rebuild).
     last_head: Option<Oid>,
+    /// Every branch of the remote, from the last listing.
+    remote_branches: Vec<(String, Oid)>,
     stats: Stats,
 }
 
@@ -218,6 +220,7 @@ impl Source {
             repo,
             cache_event: Some(event),
             last_head: None,
+            remote_branches: Vec::new(),
             stats: Stats::default(),
         })
     }
@@ -292,6 +295,11 @@ impl Source {
             .verify(&signature, &signed, time)
             .map(|principals| Some(principals.to_string()))
             .map_err(refuse)
+    }
+
+    /// The remote's branches and heads as the last listing (every poll makes one) saw them.
+    pub fn remote_branches(&self) -> &[(String, Oid)] {
+        &self.remote_branches
     }
 
     /// The files under `subdir` of a fetched commit (see [`read_tree`]).
@@ -387,6 +395,7 @@ impl Source {
         let session = Session::new(&self.url, &self.credentials, self.host_keys.as_ref());
         self.stats.listings += 1;
         let synced = fetch::sync_branch(&self.repo, &session, branch)?;
+        self.remote_branches.clone_from(&synced.branches);
         if synced.fetched {
             self.stats.fetches += 1;
             tracing::info!(url = %self.url, branch, from = ?synced.previous, to = ?synced.head, "fetched");
