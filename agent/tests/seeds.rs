@@ -201,3 +201,81 @@ async fn add_zfs_storage(client: &PveClient, id: &str) {
         .await
         .expect("storage created");
 }
+
+/// Seed 002 with a manager whose cloud-init fails: the apps wave is not started, and the
+/// status (as committed to the status branch) says which manager failed and why each
+/// app VM was skipped.
+#[tokio::test]
+async fn seed_002_a_failed_manager_gate_stops_the_apps_wave_and_the_status_says_why() {
+    use pve_gitops::daemon::changes::Unknown;
+    use pve_gitops::daemon::sources::Directory;
+    use pve_gitops::daemon::{Daemon, DaemonOptions, Outcome};
+
+    let pve = fake!(Options {
+        time_scale: 0.0,
+        ..Options::default()
+    });
+    let control = &pve.control;
+    add_zfs_storage(&pve.client(), "local-vm-zfs").await;
+    control.create_template(400, "pve1", "local-vm-zfs").await;
+    // Nodes the size the seed's README assumes (two 8 GiB VMs per node).
+    control
+        .post(
+            "/capacity",
+            json!({"nodes": {"maxmem": 64u64 << 30, "mem": 4u64 << 30, "maxcpu": 32}}),
+        )
+        .await;
+    control
+        .guest_agents(json!({"exec": {"cloud-init status --wait": {"exitcode": 1, "err-data": "rke2 install failed\n"}}}))
+        .await;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/002-rancher");
+    let mut daemon = Daemon::new(
+        pve.client(),
+        Box::new(Directory(dir)),
+        Box::new(Unknown),
+        DaemonOptions {
+            cluster: "rancher".into(),
+            node: "pve1".into(),
+            decryptor: None,
+            interval: std::time::Duration::from_secs(3600),
+            resync: std::time::Duration::from_secs(3600),
+            passes: None,
+            state_dir: None,
+            policy: Policy::default(),
+            apply: ApplyOptions::default(),
+            clock: Default::default(),
+        },
+    );
+    let (report, status) = match daemon.tick().await.unwrap() {
+        Outcome::Reconciled { report, status, .. } => (report, status),
+        other => panic!("expected a full pass, got {other:?}"),
+    };
+    assert_eq!(report.failed.len(), 3, "{report:?}");
+    for vmid in [404, 405, 406] {
+        assert!(control.vm(vmid).await.is_none(), "apps VM {vmid} created");
+    }
+    let files = pve_gitops::report::files(&status, None);
+    let table = &files["STATUS.md"];
+    assert!(
+        table.contains("| VirtualMachine/rancher-manager-1 | pve1 | 401 |"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| 192.168.1.100 | unknown | failed | health gate: cloud-init failed (exit code 1): rke2 install failed |"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| VirtualMachine/nprd-apps-1 | pve1 | 404 | 192.168.1.110 | absent | skipped | depends on rancher-manager-1, rancher-manager-2, rancher-manager-3 (not ready) |"),
+        "{table}"
+    );
+    assert_eq!(
+        pve_gitops::report::commit_message(&status, "pve1")
+            .lines()
+            .next()
+            .unwrap()
+            .split_once(": ")
+            .unwrap()
+            .1,
+        "0 created, 0 updated, 0 deleted, 3 failed"
+    );
+}
