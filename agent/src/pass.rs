@@ -44,7 +44,11 @@ pub async fn prepare(
         .context("pre-flight: reading the cluster")?;
     let preflight = preflight::check(&plan, &facts).or_else(|p| {
         let p = crate::kinds::excuse(&kinds, p);
-        if p.is_empty() { Ok(()) } else { Err(p) }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p)
+        }
     });
     Ok(Prepared {
         observed,
@@ -61,14 +65,26 @@ pub async fn execute(client: &PveClient, prepared: &Prepared, options: &ApplyOpt
         "execute after a failed pre-flight"
     );
     let mut templates = prepared.observed.templates.clone();
-    let (report, blocked) =
-        crate::kinds::before_vms(client, &prepared.kinds, &prepared.plan, &mut templates, options)
-            .await;
+    let (report, blocked) = crate::kinds::before_vms(
+        client,
+        &prepared.kinds,
+        &prepared.plan,
+        &mut templates,
+        options,
+    )
+    .await;
     let mut report = blocked.iter().fold(report, |mut r, (vm, why)| {
         r.skipped.insert(vm.clone(), why.clone());
         r
     });
-    report = apply_continuing(client, &crate::kinds::without(&prepared.plan, &blocked), &templates, options, report).await;
+    report = apply_continuing(
+        client,
+        &crate::kinds::without(&prepared.plan, &blocked),
+        &templates,
+        options,
+        report,
+    )
+    .await;
     crate::kinds::after_vms(client, &prepared.kinds, options, &mut report).await;
     report
 }

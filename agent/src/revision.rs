@@ -108,7 +108,14 @@ pub fn load(repo: &Repository, decryptor: Option<&Decryptor>) -> Result<Revision
             Err(e) => errors.push(format!("{at}: {e}")),
         }
     }
-    render_snippets(repo, decryptor, &desired, &mut files, &mut secrets, &mut errors);
+    render_snippets(
+        repo,
+        decryptor,
+        &desired,
+        &mut files,
+        &mut secrets,
+        &mut errors,
+    );
     if errors.is_empty() {
         Ok(Revision {
             desired,

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from fakepve import PveError
 from fakepve.model import TaskError
-from fakepve.qemu import NEW_DISK, join_drive, split_drive, volume_ref
+from fakepve.qemu import DRIVE_KEY, NEW_DISK, join_drive, split_drive, volume_ref
 from fakepve.routing import die
 
 ALGORITHMS = ('md5', 'sha1', 'sha224', 'sha256', 'sha384', 'sha512')
@@ -113,6 +113,22 @@ class ImagesMixin(object):
         made_value, made = super()._qm_new_drive(vmid, key, join_drive('{0}:{1}'.format(target, gib), props),
                                                  default)
         return made_value, made
+
+    # ------------------------------------------------------------ disks added by config writes
+
+    # qemu-server's update_vm allocates a new disk given as `<storage>:<size in GiB>` in a
+    # config write (PUT or POST), as a create does; fakepve 0.5 stores the text as it came.
+    # (Cloud-init drives are left as they came: other tests compare them as written.)
+    async def _apply_config(self, vm, user, p):
+        p = dict(p)
+        for key, value in list(p.items()):
+            volume, props = split_drive(str(value)) if DRIVE_KEY.match(key) else (None, {})
+            if volume and NEW_DISK.match(volume) and props.get('media') != 'cdrom':
+                try:
+                    p[key], _made = self._qm_new_drive(vm.vmid, key, str(value), None)
+                except TaskError as e:
+                    raise PveError(500, str(e)) from e
+        return await super()._apply_config(vm, user, p)
 
     # ------------------------------------------------------------ snippet files
 

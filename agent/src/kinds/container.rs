@@ -102,7 +102,10 @@ fn gib(bytes: u64) -> u64 {
 
 /// `name=eth0,bridge=vmbr0,tag=20,ip=192.0.2.5/24,gw=192.0.2.1`
 fn nic_value(i: usize, n: &ContainerNic) -> String {
-    let name = n.name.as_ref().map_or(format!("eth{i}"), ToString::to_string);
+    let name = n
+        .name
+        .as_ref()
+        .map_or(format!("eth{i}"), ToString::to_string);
     let mut v = format!("name={name},bridge={}", n.bridge);
     if let Some(t) = n.vlan {
         v.push_str(&format!(",tag={}", t.get()));
@@ -184,7 +187,11 @@ pub fn desired_config(ct: &DesiredContainer) -> DesiredConfig {
     }
     if let Some(f) = &s.features {
         let mut parts = Vec::new();
-        for (k, v) in [("nesting", f.nesting), ("keyctl", f.keyctl), ("fuse", f.fuse)] {
+        for (k, v) in [
+            ("nesting", f.nesting),
+            ("keyctl", f.keyctl),
+            ("fuse", f.fuse),
+        ] {
             if let Some(b) = v {
                 parts.push(format!("{k}={}", bit(b)));
             }
@@ -245,8 +252,10 @@ pub fn plan(desired: &DesiredState, view: &ClusterView, policy: &Policy) -> Cont
         match found {
             None => {
                 let Some(os) = ostemplate(ct, desired) else {
-                    out.holds
-                        .insert(name, "its osTemplate is not a volume or a declared StorageDownload".into());
+                    out.holds.insert(
+                        name,
+                        "its osTemplate is not a volume or a declared StorageDownload".into(),
+                    );
                     continue;
                 };
                 let vmid = match ct.spec.vmid {
@@ -285,7 +294,11 @@ pub fn plan(desired: &DesiredState, view: &ClusterView, policy: &Policy) -> Cont
                 format!(
                     "CT {} is no longer declared; kept ({})",
                     a.vmid,
-                    if protected { "protected" } else { "pruning is off" }
+                    if protected {
+                        "protected"
+                    } else {
+                        "pruning is off"
+                    }
                 ),
             );
             continue;
@@ -388,7 +401,9 @@ pub async fn apply(
     report: &mut Report,
 ) {
     for (name, why) in &plan.holds {
-        report.skipped.insert(format!("Container/{name}"), why.clone());
+        report
+            .skipped
+            .insert(format!("Container/{name}"), why.clone());
     }
     for (name, steps) in &plan.steps {
         let key = format!("Container/{name}");
@@ -448,7 +463,11 @@ async fn run(
                 for (k, v) in config {
                     p.push(k.clone(), v.text.clone());
                 }
-                if let Some(pw) = options.secrets.get(name, "password").and_then(|v| v.as_str()) {
+                if let Some(pw) = options
+                    .secrets
+                    .get(name, "password")
+                    .and_then(|v| v.as_str())
+                {
                     p.push("password", pw.to_string());
                 }
                 let upid = client.create_ct(node, *vmid, &p).await?;

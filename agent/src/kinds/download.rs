@@ -84,7 +84,12 @@ pub fn plan(downloads: &[Named<StorageDownloadSpec>], view: &ClusterView) -> Dow
             if targets.iter().any(|n| online(n) && has(n)) {
                 Vec::new()
             } else {
-                targets.iter().find(|n| online(n)).cloned().into_iter().collect()
+                targets
+                    .iter()
+                    .find(|n| online(n))
+                    .cloned()
+                    .into_iter()
+                    .collect()
             }
         } else {
             targets.iter().filter(|n| !has(n)).cloned().collect()
@@ -92,8 +97,10 @@ pub fn plan(downloads: &[Named<StorageDownloadSpec>], view: &ClusterView) -> Dow
         let offline: Vec<&String> = targets.iter().filter(|n| !online(n)).collect();
         if !offline.is_empty() && (!shared || nodes.is_empty() && !targets.iter().any(|n| has(n))) {
             let names: Vec<&str> = offline.iter().map(|s| s.as_str()).collect();
-            out.problems
-                .insert(d.name.to_string(), format!("node {} is offline", names.join(", ")));
+            out.problems.insert(
+                d.name.to_string(),
+                format!("node {} is offline", names.join(", ")),
+            );
         }
         for node in nodes.into_iter().filter(|n| online(n)) {
             out.steps.push(DownloadStep {
@@ -117,9 +124,7 @@ fn request(spec: &StorageDownloadSpec) -> DownloadUrl {
             .checksum
             .as_ref()
             .map(|c| format!("{:?}", c.algorithm).to_lowercase()),
-        compression: spec
-            .decompress
-            .map(|c| format!("{c:?}").to_lowercase()),
+        compression: spec.decompress.map(|c| format!("{c:?}").to_lowercase()),
         verify_certificates: spec.verify_certificates,
     }
 }
@@ -134,7 +139,10 @@ pub async fn run(
         .download_url(&step.node, &step.storage, &step.request)
         .await?;
     client.wait_task(&upid, options.task_timeout).await?;
-    Ok(format!("download {} to {}", step.request.filename, step.node))
+    Ok(format!(
+        "download {} to {}",
+        step.request.filename, step.node
+    ))
 }
 
 #[cfg(test)]
@@ -151,7 +159,11 @@ mod tests {
             name: "talos".parse().unwrap(),
             labels: Default::default(),
             spec: serde_yaml::from_str(&yaml).unwrap(),
-            origin: Default::default(),
+            origin: pve_gitops_schema::manifest::Origin {
+                file: "m.yaml".into(),
+                doc: 0,
+                instance: None,
+            },
         }
     }
 
@@ -164,7 +176,10 @@ mod tests {
             "local".into(),
             StorageView {
                 shared,
-                nodes: ["pve1", "pve2", "pve3"].iter().map(|s| s.to_string()).collect(),
+                nodes: ["pve1", "pve2", "pve3"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
                 path: None,
             },
         );

@@ -57,9 +57,7 @@ pub struct KindsPlan {
 impl KindsPlan {
     /// Nothing to write for these kinds (VM gates aside).
     pub fn is_empty(&self) -> bool {
-        self.downloads.steps.is_empty()
-            && self.templates.is_empty()
-            && self.containers.is_empty()
+        self.downloads.steps.is_empty() && self.templates.is_empty() && self.containers.is_empty()
     }
 }
 
@@ -72,8 +70,11 @@ pub async fn prepare(
     policy: &Policy,
 ) -> anyhow::Result<KindsPlan> {
     let view = view::observe(client, desired).await?;
-    let template_vmids: BTreeSet<u32> =
-        desired.templates.iter().map(|t| t.spec.vmid.get()).collect();
+    let template_vmids: BTreeSet<u32> = desired
+        .templates
+        .iter()
+        .map(|t| t.spec.vmid.get())
+        .collect();
     vms.retain(|v| !template_vmids.contains(&v.vmid));
     Ok(plan(desired, view, policy))
 }
@@ -151,7 +152,9 @@ pub async fn before_vms(
         let (client, options) = (client.clone(), options.clone());
         tasks.spawn(async move {
             let result = match options.may_write() {
-                Ok(()) => download::run(&client, &step, &options).await.map_err(|e| e.to_string()),
+                Ok(()) => download::run(&client, &step, &options)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             (step, result)
@@ -185,16 +188,17 @@ pub async fn before_vms(
             if failed_downloads.contains(&(d.clone(), b.node.clone()))
                 || kinds.downloads.problems.contains_key(d)
             {
-                report.skipped.insert(
-                    key,
-                    format!("depends on StorageDownload/{d} (not ready)"),
-                );
+                report
+                    .skipped
+                    .insert(key, format!("depends on StorageDownload/{d} (not ready)"));
                 continue;
             }
         }
         let mut done = Vec::new();
         let result = match options.may_write() {
-            Ok(()) => template::run(client, b, options, &mut done).await.map_err(|e| e.to_string()),
+            Ok(()) => template::run(client, b, options, &mut done)
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         if !done.is_empty() {
@@ -333,7 +337,11 @@ async fn gate_vms(
                                 "waiting for {}'s agent to write {} ({})",
                                 file_node,
                                 t.file,
-                                if have.is_some() { "it is outdated" } else { "not there yet" }
+                                if have.is_some() {
+                                    "it is outdated"
+                                } else {
+                                    "not there yet"
+                                }
                             ));
                         }
                     }

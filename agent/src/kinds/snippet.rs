@@ -162,7 +162,9 @@ pub fn write_own(
         if !mine {
             continue;
         }
-        let entry = out.entry(t.snippet.clone()).or_insert_with(|| Ok(Vec::new()));
+        let entry = out
+            .entry(t.snippet.clone())
+            .or_insert_with(|| Ok(Vec::new()));
         let where_ = t.node.as_deref().unwrap_or("shared storage");
         let result = match (local_path(t, root), content(t, desired, secrets)) {
             (None, _) => Err(format!("storage {} has no directory (`path`)", t.storage)),
@@ -226,6 +228,9 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
     }
 }

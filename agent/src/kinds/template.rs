@@ -46,7 +46,10 @@ pub struct TemplateHold {
 }
 
 /// The volume the boot disk is imported from.
-fn image_volume(t: &Named<TemplateSpec>, desired: &DesiredState) -> Option<(String, Option<String>)> {
+fn image_volume(
+    t: &Named<TemplateSpec>,
+    desired: &DesiredState,
+) -> Option<(String, Option<String>)> {
     if let Some(v) = &t.spec.image.volume {
         return Some((v.clone(), None));
     }
@@ -62,7 +65,12 @@ pub fn definition(t: &Named<TemplateSpec>, desired: &DesiredState) -> String {
             .storage_downloads
             .iter()
             .find(|d| &d.name == n)
-            .map(|d| (d.spec.url.clone(), d.spec.checksum.as_ref().map(|c| c.value.clone())))
+            .map(|d| {
+                (
+                    d.spec.url.clone(),
+                    d.spec.checksum.as_ref().map(|c| c.value.clone()),
+                )
+            })
     });
     let text = serde_json::to_string(&(&t.name, &t.spec, image_volume(t, desired), download))
         .expect("a template spec serializes");
@@ -79,7 +87,11 @@ pub fn build(t: &Named<TemplateSpec>, desired: &DesiredState) -> Option<Template
     let s = &t.spec;
     let (image, download) = image_volume(t, desired)?;
     let def = definition(t, desired);
-    let slot = s.disk_slot.as_ref().map_or("scsi0", |d| d.as_str()).to_string();
+    let slot = s
+        .disk_slot
+        .as_ref()
+        .map_or("scsi0", |d| d.as_str())
+        .to_string();
     let mut p: Vec<(String, String)> = vec![("name".into(), t.name.to_string())];
     let mut description = s.description.clone().unwrap_or_default();
     if !description.is_empty() {
@@ -160,7 +172,9 @@ pub fn plan(desired: &DesiredState, view: &ClusterView) -> (Vec<TemplateBuild>, 
             reason,
         };
         let Some(mut b) = build(t, desired) else {
-            holds.push(hold("its image is neither a volume nor a declared StorageDownload".into()));
+            holds.push(hold(
+                "its image is neither a volume nor a declared StorageDownload".into(),
+            ));
             continue;
         };
         match view.at_template_vmids.get(&b.vmid) {
@@ -214,7 +228,9 @@ pub async fn run(
         let have = config.text(slot).and_then(|v| disk_size(&v)).unwrap_or(0);
         if have < *bytes {
             let size = pve_gitops_schema::units::Bytes(*bytes).pve();
-            let upid = client.resize_disk(&b.node, b.vmid, slot, &size, None).await?;
+            let upid = client
+                .resize_disk(&b.node, b.vmid, slot, &size, None)
+                .await?;
             client.wait_optional(upid, timeout).await?;
             done.push(format!("resize {slot} to {size}"));
         }

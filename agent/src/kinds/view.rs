@@ -110,14 +110,25 @@ pub async fn observe(client: &PveClient, desired: &DesiredState) -> Result<Clust
             .or_default()
             .extend(found.into_iter().map(|c| (c.volid, c.size.unwrap_or(0))));
     }
-    let template_vmids: BTreeSet<u32> = desired.templates.iter().map(|t| t.spec.vmid.get()).collect();
-    let ct_names: BTreeSet<String> = desired.containers.iter().map(|c| c.name.to_string()).collect();
+    let template_vmids: BTreeSet<u32> = desired
+        .templates
+        .iter()
+        .map(|t| t.spec.vmid.get())
+        .collect();
+    let ct_names: BTreeSet<String> = desired
+        .containers
+        .iter()
+        .map(|c| c.name.to_string())
+        .collect();
     let ct_vmids: BTreeSet<u32> = desired
         .containers
         .iter()
         .filter_map(|c| c.spec.vmid.map(|v| v.get()))
         .collect();
-    for r in resources.iter().filter(|r| r.kind == "qemu" || r.kind == "lxc") {
+    for r in resources
+        .iter()
+        .filter(|r| r.kind == "qemu" || r.kind == "lxc")
+    {
         let (Some(vmid), Some(node)) = (r.vmid.map(|v| v as u32), r.node.clone()) else {
             continue;
         };

@@ -7,9 +7,9 @@
 
 use pve_gitops_schema::desired::{DesiredState, DesiredVm};
 use pve_gitops_schema::manifest::vm::{CdRom, Disk, HostPci, Nic, NicModel, SnippetSource};
-use pve_gitops_schema::snippets::volume_for;
 use pve_gitops_schema::manifest::ExtraValue;
 use pve_gitops_schema::net::{Ipv4Assignment, Ipv6Assignment};
+use pve_gitops_schema::snippets::volume_for;
 use std::collections::BTreeMap;
 
 /// How a desired value is compared with the value PVE reports for the same key.
@@ -258,10 +258,7 @@ pub fn resolved_config(vm: &DesiredVm, desired: &DesiredState) -> DesiredConfig 
         Some(crate::kinds::download::volid(&d.spec))
     });
     if let Some(value) = cicustom(vm, desired) {
-        c.insert(
-            "cicustom".into(),
-            DesiredValue::options(value, Head::None),
-        );
+        c.insert("cicustom".into(), DesiredValue::options(value, Head::None));
     }
     c
 }
