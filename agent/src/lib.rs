@@ -4,6 +4,7 @@ pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod daemon;
+pub mod kinds;
 pub mod lease;
 pub mod manifests;
 pub mod observe;

@@ -244,6 +244,8 @@ pub fn apply_command(
     }
     let options = ApplyOptions {
         secrets: revision.secrets.clone(),
+        // Node-local snippet files of this node's VMs are written here.
+        node: crate::daemon::leader::hostname().ok(),
         ..apply_options(a)
     };
     let desired = &revision.desired;

@@ -27,6 +27,8 @@ pub struct Revision {
 pub struct Secrets {
     decrypted: bool,
     values: BTreeMap<(String, &'static str), Plaintext>,
+    /// Snippet files that use secrets, rendered with the plaintext, by volume id.
+    snippets: BTreeMap<String, Plaintext>,
 }
 
 impl Secrets {
@@ -41,6 +43,12 @@ impl Secrets {
             .iter()
             .find(|((v, k), _)| v == vm && *k == key)
             .map(|(_, p)| p)
+    }
+
+    /// The rendered bytes of the snippet file `volume` (`local:snippets/...`), for
+    /// snippets that use secrets.
+    pub fn snippet(&self, volume: &str) -> Option<&[u8]> {
+        self.snippets.get(volume).map(Plaintext::as_bytes)
     }
 }
 
@@ -64,6 +72,7 @@ pub fn load(repo: &Repository, decryptor: Option<&Decryptor>) -> Result<Revision
     let mut secrets = Secrets {
         decrypted: true,
         values: BTreeMap::new(),
+        snippets: BTreeMap::new(),
     };
     let mut errors = Vec::new();
     for vm in &desired.vms {
@@ -86,6 +95,27 @@ pub fn load(repo: &Repository, decryptor: Option<&Decryptor>) -> Result<Revision
             Err(e) => errors.push(format!("{at}: {e}")),
         }
     }
+    for ct in &desired.containers {
+        let Some(reference) = ct.spec.password.as_ref() else {
+            continue;
+        };
+        let at = format!("{}: Container/{}: password", ct.origin.file, ct.name);
+        // Repository-relative by now (see the schema's `load`).
+        match reveal(repo, decryptor, &mut files, "", reference) {
+            Ok(p) => {
+                secrets.values.insert((ct.name.to_string(), "password"), p);
+            }
+            Err(e) => errors.push(format!("{at}: {e}")),
+        }
+    }
+    render_snippets(
+        repo,
+        decryptor,
+        &desired,
+        &mut files,
+        &mut secrets,
+        &mut errors,
+    );
     if errors.is_empty() {
         Ok(Revision {
             desired,
@@ -123,4 +153,68 @@ fn reveal(
         .line()
         .ok_or_else(|| format!("`{path}`: the value is not UTF-8 text"))?;
     Ok(Plaintext::new(line.as_bytes().to_vec()))
+}
+
+/// Render the snippets that use secrets again, with the plaintext (validation rendered
+/// them with placeholders). Secret paths are repository-relative by now.
+fn render_snippets(
+    repo: &Repository,
+    decryptor: &Decryptor,
+    desired: &DesiredState,
+    files: &mut BTreeMap<String, Result<Decrypted, String>>,
+    secrets: &mut Secrets,
+    errors: &mut Vec<String>,
+) {
+    use pve_gitops_schema::snippets::{render_all, SecretSource};
+    if desired.snippets.iter().all(|s| s.spec.secrets.is_empty()) {
+        return;
+    }
+    struct Reveal<'a> {
+        repo: &'a Repository,
+        decryptor: &'a Decryptor,
+        files: std::cell::RefCell<&'a mut BTreeMap<String, Result<Decrypted, String>>>,
+    }
+    impl SecretSource for Reveal<'_> {
+        fn reveal(&self, secret: &SecretRef) -> Result<String, String> {
+            let mut files = self.files.borrow_mut();
+            let path = secret.path().to_string();
+            let decrypted = files.entry(path.clone()).or_insert_with(|| {
+                let bytes = self
+                    .repo
+                    .bytes(&path)
+                    .ok_or_else(|| format!("`{path}` cannot be read"))?;
+                self.decryptor
+                    .decrypt_file(Path::new(&path), bytes)
+                    .map_err(|e| e.to_string())
+            });
+            let decrypted = decrypted.as_ref().map_err(Clone::clone)?;
+            let value = decrypted.get(secret).map_err(|e| e.to_string())?;
+            value
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("`{path}`: the value is not UTF-8 text"))
+        }
+    }
+    let source = Reveal {
+        repo,
+        decryptor,
+        files: std::cell::RefCell::new(files),
+    };
+    let mut diags = pve_gitops_schema::diag::Diagnostics::default();
+    let locator = pve_gitops_schema::manifest::Locator::default();
+    let with_secrets: Vec<&str> = desired
+        .snippets
+        .iter()
+        .filter(|s| !s.spec.secrets.is_empty())
+        .map(|s| s.name.as_str())
+        .collect();
+    for f in render_all(desired, repo, &locator, &source, &mut diags) {
+        if with_secrets.contains(&f.snippet.as_str()) {
+            secrets
+                .snippets
+                .insert(f.volume, Plaintext::new(f.content.into_bytes()));
+        }
+    }
+    // Messages name the snippet, the file and the secret's path, never a value.
+    errors.extend(diags.into_sorted().iter().map(ToString::to_string));
 }

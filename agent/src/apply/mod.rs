@@ -47,6 +47,12 @@ pub struct ApplyOptions {
     /// The leader election's write gate, asked before every API write; `None` (a
     /// one-shot `apply`, or `run --no-lease`) writes unconditionally.
     pub gate: Option<WriteGate>,
+    /// The node this agent runs on: it writes the node-local snippet files of that
+    /// node's VMs (`None`: only shared ones).
+    pub node: Option<String>,
+    /// Stands for `/` when snippet files are written (`None`: `/`); tests give each
+    /// simulated node its own directory.
+    pub storage_root: Option<std::path::PathBuf>,
 }
 
 impl Default for ApplyOptions {
@@ -57,6 +63,8 @@ impl Default for ApplyOptions {
             task_timeout: Duration::from_secs(600),
             secrets: Arc::default(),
             gate: None,
+            node: None,
+            storage_root: None,
         }
     }
 }
@@ -66,6 +74,14 @@ impl ApplyOptions {
         ApplyOptions {
             parallelism,
             ..Self::default()
+        }
+    }
+
+    /// May this agent still write (the leader election's gate, if any)?
+    pub fn may_write(&self) -> Result<(), ApplyError> {
+        match &self.gate {
+            Some(gate) if !gate.may_write(std::time::Instant::now()) => Err(ApplyError::NotLeader),
+            _ => Ok(()),
         }
     }
 }
@@ -237,7 +253,18 @@ pub async fn apply(
     templates: &Templates,
     options: &ApplyOptions,
 ) -> Report {
-    let mut report = Report::default();
+    apply_continuing(client, plan, templates, options, Report::default()).await
+}
+
+/// [`apply`], adding to `report`: what already failed or was skipped there (a template a
+/// VM needs, say) skips the VMs that depend on it.
+pub async fn apply_continuing(
+    client: &PveClient,
+    plan: &Plan,
+    templates: &Templates,
+    options: &ApplyOptions,
+    mut report: Report,
+) -> Report {
     let cx = Arc::new(Context::new(options));
     for wave in &plan.waves {
         let mut tasks = tokio::task::JoinSet::new();

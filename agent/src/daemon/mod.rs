@@ -278,6 +278,7 @@ impl Daemon {
         let options = ApplyOptions {
             secrets: loaded.secrets.clone(),
             gate: self.leadership.gate(),
+            node: Some(self.options.node.clone()),
             ..self.options.apply.clone()
         };
         let prepared = crate::pass::prepare(&self.client, desired, &policy).await?;
@@ -316,6 +317,7 @@ impl Daemon {
             });
         }
         let Some(window) = self.leadership.begin_apply() else {
+            crate::pass::follow(&prepared, &options);
             return Ok(Outcome::Following {
                 revision,
                 plan: prepared.plan,

@@ -5,10 +5,11 @@
 //! `rbd:30` into `rbd:vm-3001-disk-0,size=30G`, URL-encodes `sshkeys`, and never shows
 //! `cipassword` in clear.
 
-use pve_gitops_schema::desired::DesiredVm;
-use pve_gitops_schema::manifest::vm::{CdRom, Disk, HostPci, Nic, NicModel};
+use pve_gitops_schema::desired::{DesiredState, DesiredVm};
+use pve_gitops_schema::manifest::vm::{CdRom, Disk, HostPci, Nic, NicModel, SnippetSource};
 use pve_gitops_schema::manifest::ExtraValue;
 use pve_gitops_schema::net::{Ipv4Assignment, Ipv6Assignment};
+use pve_gitops_schema::snippets::volume_for;
 use std::collections::BTreeMap;
 
 /// How a desired value is compared with the value PVE reports for the same key.
@@ -247,6 +248,40 @@ pub fn desired_config(
     c
 }
 
+/// [`desired_config`] with the references only the whole revision resolves: a CD-ROM's
+/// `StorageDownload` becomes its volume, and `cloudInit.userData` & co. become `cicustom`
+/// (a `Snippet` by the volume its rendered file gets, `volume:` as given).
+pub fn resolved_config(vm: &DesiredVm, desired: &DesiredState) -> DesiredConfig {
+    let mut c = desired_config(vm, |cd| {
+        let name = cd.download.as_ref()?;
+        let d = desired.storage_downloads.iter().find(|d| &d.name == name)?;
+        Some(crate::kinds::download::volid(&d.spec))
+    });
+    if let Some(value) = cicustom(vm, desired) {
+        c.insert("cicustom".into(), DesiredValue::options(value, Head::None));
+    }
+    c
+}
+
+/// `user=local:snippets/a.yaml,network=...`, or `None` when no custom data is declared.
+fn cicustom(vm: &DesiredVm, desired: &DesiredState) -> Option<String> {
+    let ci = vm.spec.cloud_init.as_ref()?;
+    let mut parts = Vec::new();
+    for (field, source) in ci.custom_data() {
+        let Some(source) = source else { continue };
+        let volume = match source {
+            SnippetSource::Volume { volume } => volume.clone(),
+            SnippetSource::Snippet { snippet } => {
+                let sn = desired.snippets.iter().find(|s| &s.name == snippet)?;
+                volume_for(sn, &vm.name)
+            }
+        };
+        let key = field.trim_end_matches("Data");
+        parts.push(format!("{key}={volume}"));
+    }
+    (!parts.is_empty()).then(|| parts.join(","))
+}
+
 /// `rbd:30,iothread=1,discard=on,ssd=1`: the form that allocates a new disk of 30 GiB. For
 /// an existing disk only the options are compared; the size is the resize step's business.
 fn disk_value(d: &Disk) -> String {
@@ -273,7 +308,7 @@ fn disk_value(d: &Disk) -> String {
     v
 }
 
-fn nic_value(n: &Nic) -> String {
+pub(crate) fn nic_value(n: &Nic) -> String {
     let model = format!("{:?}", n.model.unwrap_or(NicModel::Virtio)).to_lowercase();
     let mut v = match &n.mac {
         Some(mac) => format!("{model}={}", mac.to_uppercase()),

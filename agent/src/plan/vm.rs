@@ -183,7 +183,18 @@ pub fn plan_vm(
     policy: &Policy,
     findings: &mut Vec<Finding>,
 ) -> Vec<Action> {
-    let config = desired_config(vm, |_| None);
+    plan_vm_config(vm, desired_config(vm, |_| None), actual, policy, findings)
+}
+
+/// [`plan_vm`] for a VM whose PVE config is already worked out (see
+/// [`super::pveconfig::resolved_config`]).
+pub fn plan_vm_config(
+    vm: &DesiredVm,
+    config: DesiredConfig,
+    actual: Option<&ActualVm>,
+    policy: &Policy,
+    findings: &mut Vec<Finding>,
+) -> Vec<Action> {
     let name = vm.name.to_string();
     let want_running = vm.spec.power_state.unwrap_or_default() == PowerState::Running;
     let Some(a) = actual else {
@@ -325,9 +336,10 @@ pub fn plan(desired: &DesiredState, actual: &[ActualVm], policy: &Policy) -> Pla
         if let Some(a) = found {
             matched.insert(a.vmid);
         }
+        let config = super::pveconfig::resolved_config(vm, desired);
         per_vm.insert(
             vm.name.to_string(),
-            plan_vm(vm, found, policy, &mut plan.findings),
+            plan_vm_config(vm, config, found, policy, &mut plan.findings),
         );
     }
     let mut deletes = BTreeMap::new();

@@ -64,3 +64,40 @@ impl PveClient {
         self.post(&path, &p, Idempotency::NotIdempotent).await
     }
 }
+
+/// `GET /storage/{storage}`: the storage.cfg entry, as far as the agent uses it.
+#[derive(Clone, Debug, serde::Deserialize, PartialEq, Eq)]
+pub struct StorageConfig {
+    pub storage: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Directory of file-based storages (`dir`, `nfs`, `cephfs`...): where `snippets/`,
+    /// `template/iso/`, `import/` live on every node that has the storage.
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub content: Option<String>,
+    /// Marked shared by the operator (`dir` on a cluster filesystem); network storage types
+    /// are shared whatever this says, see [`StorageConfig::is_shared`].
+    #[serde(default, deserialize_with = "super::de::flag")]
+    pub shared: bool,
+}
+
+impl StorageConfig {
+    /// Every node sees the same files: network storage, or a `dir` marked `shared`.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+            || matches!(
+                self.kind.as_str(),
+                "nfs" | "cifs" | "cephfs" | "glusterfs" | "rbd" | "pbs"
+            )
+    }
+}
+
+impl PveClient {
+    /// One storage's configuration (`path` for file storages).
+    pub async fn storage_config(&self, storage: &str) -> Result<StorageConfig, PveError> {
+        self.get(&format!("/storage/{}", segment(storage)), &Params::new())
+            .await
+    }
+}
