@@ -158,6 +158,7 @@ mod tests {
         Named {
             name: "talos".parse().unwrap(),
             labels: Default::default(),
+            annotations: Default::default(),
             spec: serde_yaml::from_str(&yaml).unwrap(),
             origin: pve_gitops_schema::manifest::Origin {
                 file: "m.yaml".into(),
