@@ -88,8 +88,16 @@ pub enum Command {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// A manifests directory to follow (development); production follows `--repo`.
-    #[arg(required_unless_present = "repo", conflicts_with = "repo")]
+    #[arg(required_unless_present_any = ["repo", "config"], conflicts_with = "repo")]
     pub dir: Option<PathBuf>,
+    /// The cluster's config file (e.g. /etc/pve/pve-gitops/config.yaml, as `init` writes
+    /// it): settings for every flag below; a flag given here wins. Edits are followed
+    /// without a restart; an invalid edit is logged and the previous settings kept.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// How often the config file is read when inotify reports nothing (pmxcfs).
+    #[arg(long, hide = true, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub config_poll: std::time::Duration,
     #[command(flatten)]
     pub git: GitArgs,
     #[command(flatten)]

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod daemon;
 pub mod lease;
 pub mod manifests;

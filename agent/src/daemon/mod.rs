@@ -8,6 +8,7 @@
 
 pub mod changes;
 pub mod leader;
+pub mod reload;
 pub mod sources;
 
 use crate::apply::{allocate_vmids, apply, ApplyOptions, Report};
@@ -100,6 +101,8 @@ pub struct Daemon {
     published: Option<StatusFiles>,
     /// Whether this agent may apply (leader election); applies always by default.
     leadership: leader::Leadership,
+    /// Where a new configuration comes from (`run --config`); `None`: fixed.
+    reload: Option<Box<dyn reload::Reload>>,
 }
 
 impl Daemon {
@@ -119,6 +122,7 @@ impl Daemon {
             settled: None,
             status: None,
             leadership: leader::Leadership::default(),
+            reload: None,
         }
     }
 
@@ -141,6 +145,7 @@ impl Daemon {
 
     /// One pass, then its status published (when it changed).
     pub async fn tick(&mut self) -> Result<Outcome> {
+        self.reload();
         let outcome = self.pass().await?;
         let status = match &outcome {
             // Only the agent that may write publishes: followers would race the leader
