@@ -140,9 +140,6 @@ pub struct DoctorArgs {
     /// The cluster's config file.
     #[arg(long, default_value = crate::config::DEFAULT_CONFIG)]
     pub config: PathBuf,
-    /// This node's PVE name (default: the short host name).
-    #[arg(long)]
-    pub node: Option<String>,
     /// Where the repository is fetched to for the check (default: a temporary directory).
     #[arg(long)]
     pub cache: Option<PathBuf>,

@@ -404,7 +404,8 @@ fn last_component(path: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn source_config(url: &str, g: &crate::cli::GitArgs) -> Result<crate::source::SourceConfig> {
+/// The git source `run` (and `doctor`) open for `url` with these settings.
+pub fn source_config(url: &str, g: &crate::cli::GitArgs) -> Result<crate::source::SourceConfig> {
     use crate::source::{AllowedSigners, Credentials, HostKeyPins, SourceConfig};
     let mut c = SourceConfig::new(url, g.branch.clone());
     c.cache_root = g.cache.clone();

@@ -136,7 +136,7 @@ impl Setup {
     fn doctor(&self) -> Output {
         bin(&["doctor", "--config"])
             .arg(self.config())
-            .args(["--node", "pve1", "--cache"])
+            .arg("--cache")
             .arg(self.remote.scratch("doctor-cache"))
             .output()
             .unwrap()
@@ -335,4 +335,175 @@ async fn init_pins_an_ssh_host_key_only_once_confirmed() {
     let run = s.run_once();
     assert!(run.status.success(), "{}\n{}", text(&run), sshd.log());
     assert!(s.pve.control.vm(601).await.is_some());
+
+    // doctor checks the same over SSH, and names a changed host key.
+    std::fs::create_dir_all(s.root.join("priv/lock")).unwrap();
+    let good = s.doctor();
+    assert_eq!(good.status.code(), Some(0), "{}", text(&good));
+    let other = support::git::fingerprint(&sshd.client_key);
+    std::fs::write(s.config(), config.replace(&expected, &other)).unwrap();
+    let changed = s.doctor();
+    assert_eq!(changed.status.code(), Some(1), "{}", text(&changed));
+    let failed = failed(&changed);
+    assert_eq!(failed.len(), 1, "{}", text(&changed));
+    assert_eq!(failed[0].0, "repository");
+    assert!(
+        failed[0]
+            .1
+            .contains(&format!("expected {other}, got {expected}")),
+        "{}",
+        text(&changed)
+    );
+}
+
+const VM_WITH_SECRET: &str = "apiVersion: pve-gitops/v1alpha1
+kind: External
+metadata: { name: x }
+spec: { templates: [9000], bridges: [vmbr0] }
+---
+apiVersion: pve-gitops/v1alpha1
+kind: VirtualMachine
+metadata: { name: web }
+spec:
+  vmid: 601
+  node: pve1
+  clone: { template: 9000 }
+  cloudInit: { user: debian, password: { file: secrets/pw.age } }
+";
+
+/// ASCII-armored: the git source reads text files only (a binary `.age` in git is
+/// recorded as opaque by source/tree.rs and cannot be decrypted from a git revision).
+fn encrypt(recipient: &dyn age::Recipient, plain: &[u8]) -> Vec<u8> {
+    use age::armor::{ArmoredWriter, Format};
+    use std::io::Write;
+    let enc = age::Encryptor::with_recipients(std::iter::once(recipient)).unwrap();
+    let mut out = Vec::new();
+    let armored = ArmoredWriter::wrap_output(&mut out, Format::AsciiArmor).unwrap();
+    let mut w = enc.wrap_output(armored).unwrap();
+    w.write_all(plain).unwrap();
+    w.finish().unwrap().finish().unwrap();
+    out
+}
+
+/// The checks that did not pass and did not skip: `(name, detail)`.
+fn failed(out: &Output) -> Vec<(String, String)> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let name = parts.next()?;
+            (parts.next()? == "FAIL")
+                .then(|| (name.to_string(), parts.collect::<Vec<_>>().join(" ")))
+        })
+        .collect()
+}
+
+/// Replace a file's bytes (a secret keeps mode 0600).
+fn replace(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, bytes).unwrap();
+}
+
+#[tokio::test]
+async fn doctor_passes_on_a_good_setup_and_names_each_broken_check() {
+    let Some(s) = Setup::new().await else { return };
+    let out = s.init(&s.remote.url(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    // pmxcfs always has its lock directory.
+    std::fs::create_dir_all(s.root.join("priv/lock")).unwrap();
+    // A secret in the repository, encrypted to the identity init made.
+    let age_key = s.private("age.key");
+    let identity = std::fs::read_to_string(&age_key).unwrap();
+    let recipient: age::x25519::Recipient = identity
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    s.remote.write("clusters/a/vm.yaml", VM_WITH_SECRET).write(
+        "clusters/a/secrets/pw.age",
+        encrypt(&recipient, b"hunter2\n"),
+    );
+    s.remote.commit("a secret");
+    s.remote.push("main");
+
+    let good = s.doctor();
+    assert_eq!(good.status.code(), Some(0), "{}", text(&good));
+    let stdout = String::from_utf8_lossy(&good.stdout);
+    assert!(stdout.contains("all 9 checks passed"), "{stdout}");
+    assert!(stdout.contains("1 decrypted with"), "{stdout}");
+    assert!(!stdout.contains("hunter2"));
+
+    let config = std::fs::read_to_string(s.config()).unwrap();
+    let token = std::fs::read(s.private("token")).unwrap();
+    let all = privileges::names(9);
+    let broken = |out: &Output, check: &str, detail: &str| {
+        assert_eq!(out.status.code(), Some(1), "{check}: {}", text(out));
+        let failed = failed(out);
+        assert_eq!(
+            failed.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            vec![check],
+            "{}",
+            text(out)
+        );
+        assert!(failed[0].1.contains(detail), "{check}: {}", text(out));
+    };
+
+    // A wrong token secret.
+    replace(
+        &s.private("token"),
+        b"pve-gitops@pve!agent=00000000-0000-0000-0000-000000000000\n",
+    );
+    broken(&s.doctor(), "token", "pve-gitops@pve!agent refused");
+    replace(&s.private("token"), &token);
+
+    // A privilege taken from the role.
+    let fewer: Vec<&str> = all.iter().copied().filter(|p| *p != "VM.Clone").collect();
+    s.pve.control.set_role_privileges("PVEGitOps", &fewer).await;
+    broken(&s.doctor(), "privileges", "missing on /: VM.Clone");
+    s.pve.control.set_role_privileges("PVEGitOps", &all).await;
+
+    // The API's certificate is not from the configured CA.
+    let ca = s.pve.info.ca_file.display().to_string();
+    let other = s.pve.info.other_ca_file.display().to_string();
+    std::fs::write(s.config(), config.replace(&ca, &other)).unwrap();
+    broken(&s.doctor(), "api", "certificate not trusted");
+    std::fs::write(s.config(), &config).unwrap();
+
+    // The repository cannot be reached.
+    let gone = format!("file://{}/gone.git", s.root.display());
+    std::fs::write(s.config(), config.replace(&s.remote.url(), &gone)).unwrap();
+    broken(&s.doctor(), "repository", "gone.git");
+    std::fs::write(s.config(), &config).unwrap();
+
+    // An identity that does not open the repository's secrets.
+    let right = std::fs::read(&age_key).unwrap();
+    let (wrong, _) = pve_gitops::init::keys::new_age_identity();
+    replace(&age_key, wrong.as_bytes());
+    broken(&s.doctor(), "secrets", "secrets/pw.age");
+    replace(&age_key, &right);
+
+    // The lock directory is not usable.
+    std::fs::remove_dir(s.root.join("priv/lock")).unwrap();
+    std::fs::write(s.root.join("priv/lock"), b"not a directory").unwrap();
+    broken(&s.doctor(), "lock", "priv/lock/pve-gitops-doctor-");
+    std::fs::remove_file(s.root.join("priv/lock")).unwrap();
+    std::fs::create_dir(s.root.join("priv/lock")).unwrap();
+
+    // One node's clock is five minutes ahead.
+    s.pve.control.set_clock_skew("pve2", 300.0).await;
+    broken(&s.doctor(), "clock", "pve2 is +300s off");
+    s.pve.control.set_clock_skew("pve2", 0.0).await;
+
+    // Everything put back: healthy again.
+    let again = s.doctor();
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
 }
