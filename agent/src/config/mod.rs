@@ -214,33 +214,43 @@ impl AgentConfig {
             };
             invalid(line, column, message)
         })?;
-        config.check().map_err(|m| invalid(1, 1, m))?;
+        config.check().map_err(|(at, m)| {
+            let (line, column) = locate(text, at).unwrap_or((1, 1));
+            invalid(line, column, m)
+        })?;
         Ok(config)
     }
 
-    /// Checks serde cannot express.
-    fn check(&self) -> Result<(), String> {
+    /// Checks serde cannot express; `Err` names the key (`repo.url`) and the problem.
+    fn check(&self) -> Result<(), (&'static str, String)> {
         if let Some(repo) = &self.repo {
             if repo.url.trim().is_empty() {
-                return Err("repo.url is empty".into());
+                return Err(("repo.url", "repo.url is empty".into()));
             }
             if repo.deploy_key.is_some() && repo.token_file.is_some() {
-                return Err("repo: give deployKey or tokenFile, not both".into());
+                return Err((
+                    "repo.tokenFile",
+                    "repo: give deployKey or tokenFile, not both".into(),
+                ));
             }
-            crate::source::RemoteUrl::parse(&repo.url).map_err(|e| format!("repo.url: {e}"))?;
+            crate::source::RemoteUrl::parse(&repo.url)
+                .map_err(|e| ("repo.url", format!("repo.url: {e}")))?;
             if !repo.host_keys.is_empty() {
                 crate::source::HostKeyPins::parse(&repo.host_keys.join("\n"))
-                    .map_err(|e| format!("repo.hostKeys: {e}"))?;
+                    .map_err(|e| ("repo.hostKeys", format!("repo.hostKeys: {e}")))?;
             }
         }
         if let Some(api) = &self.api {
             if api.ca_file.is_some() && api.fingerprint.is_some() {
-                return Err("api: give caFile or fingerprint, not both".into());
+                return Err((
+                    "api.fingerprint",
+                    "api: give caFile or fingerprint, not both".into(),
+                ));
             }
         }
         for (name, d) in [("interval", self.interval), ("resync", self.resync)] {
             if d.is_some_and(|d| d.is_zero()) {
-                return Err(format!("{name} must be longer than 0s"));
+                return Err((name, format!("{name} must be longer than 0s")));
             }
         }
         if self
@@ -249,7 +259,10 @@ impl AgentConfig {
             .and_then(|a| a.parallelism)
             .is_some_and(|p| p == 0)
         {
-            return Err("apply.parallelism must be at least 1".into());
+            return Err((
+                "apply.parallelism",
+                "apply.parallelism must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -386,7 +399,14 @@ pmxcfsRoot: /etc/pve
                 "identities: []\n  bad: indent\n",
                 "c.yaml:2:3: did not find expected key",
             ),
-            ("repo: { url: 'ftp://x/y' }\n", "c.yaml:1:1: repo.url:"),
+            (
+                "repo: { url: 'ftp://x/y' }\n",
+                "c.yaml:1:14: repo.url: ftp://x/y: unsupported scheme",
+            ),
+            (
+                "interval: 1s\nresync: 0s\n",
+                "c.yaml:2:9: resync must be longer than 0s",
+            ),
             (
                 "policy: { reboot: sometimes }\n",
                 "c.yaml:1:19: policy.reboot: unknown variant `sometimes`",
