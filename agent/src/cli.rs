@@ -86,14 +86,83 @@ pub enum Command {
     /// Decrypt secrets the way the agent does, for debugging (age files, SOPS documents).
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Set the cluster up for the agent, once, on one node: the PVE user, role, ACL and
+    /// API token, the age identity, the SSH deploy key, the pinned host key and the config
+    /// file. Safe to run again: what exists is kept (keys are never replaced).
+    ///
+    /// Needs an administrator's API token (`--token-file`, e.g. one made with
+    /// `pveum user token add root@pam setup --privsep 0`), used only for this command.
+    Init(Box<InitArgs>),
+    /// Check that this node's agent can work: API and TLS, the token's privileges, the
+    /// repository and its host key, the secrets, the pmxcfs lock directory, the clocks.
+    ///
+    /// Exit status 0 when every check passes, 1 otherwise.
+    Doctor(DoctorArgs),
+}
+
+/// `pve-gitops init`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InitArgs {
+    /// The manifests repository (`ssh://…`, `git@host:path`, `https://…`, `file://…`);
+    /// needed unless the config file exists.
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// The branch applied.
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// The cluster's directory in the repository (e.g. `clusters/prod`).
+    #[arg(long, default_value = "")]
+    pub path: String,
+    /// Where status is committed.
+    #[arg(long, default_value = "pve-gitops/status")]
+    pub status_branch: String,
+    /// The SSH server's host key (known_hosts line or `SHA256:…`), already verified;
+    /// repeatable. Without it (or --known-hosts), init shows the key for you to confirm.
+    #[arg(long)]
+    pub host_key: Vec<String>,
+    /// Take the repository host's keys from this known_hosts file.
+    #[arg(long, conflicts_with = "host_key")]
+    pub known_hosts: Option<PathBuf>,
+    /// For an HTTPS repository: the file holding its access token (recorded in the config).
+    #[arg(long)]
+    pub git_token_file: Option<PathBuf>,
+    /// Where pmxcfs is mounted: keys go to `<root>/priv/pve-gitops/`, the config to
+    /// `<root>/pve-gitops/config.yaml`.
+    #[arg(long, default_value = "/etc/pve")]
+    pub pve_root: PathBuf,
+    /// The config file to write (default: `<pve-root>/pve-gitops/config.yaml`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The API connection, with an administrator's token.
+    #[command(flatten)]
+    pub connection: Connection,
+}
+
+/// `pve-gitops doctor`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DoctorArgs {
+    /// The cluster's config file.
+    #[arg(long, default_value = crate::config::DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Where the repository is fetched to for the check (default: a temporary directory).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
 }
 
 /// `pve-gitops run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// A manifests directory to follow (development); production follows `--repo`.
-    #[arg(required_unless_present = "repo", conflicts_with = "repo")]
+    #[arg(required_unless_present_any = ["repo", "config"], conflicts_with = "repo")]
     pub dir: Option<PathBuf>,
+    /// The cluster's config file (e.g. /etc/pve/pve-gitops/config.yaml, as `init` writes
+    /// it): settings for every flag below; a flag given here wins. Edits are followed
+    /// without a restart; an invalid edit is logged and the previous settings kept.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// How often the config file is read when inotify reports nothing (pmxcfs).
+    #[arg(long, hide = true, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub config_poll: std::time::Duration,
     #[command(flatten)]
     pub git: GitArgs,
     #[command(flatten)]

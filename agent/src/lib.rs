@@ -1,10 +1,14 @@
 //! The pve-gitops agent library: everything the binary wires together.
 
+pub mod access;
 pub mod apply;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod daemon;
 pub mod kinds;
+pub mod doctor;
+pub mod init;
 pub mod lease;
 pub mod manifests;
 pub mod observe;

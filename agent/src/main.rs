@@ -39,6 +39,8 @@ fn main() {
         Command::Secrets(SecretsCommand::Recipients { identity }) => {
             commands::secrets_recipients(&identity.identity)
         }
+        Command::Init(args) => pve_gitops::init::init_command(&args),
+        Command::Doctor(args) => pve_gitops::doctor::doctor_command(&args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -299,50 +299,36 @@ pub fn describe_preflight(problems: &[PreflightProblem]) -> String {
 
 /// `pve-gitops run`: the daemon loop until SIGTERM or SIGINT.
 pub fn run_command(args: RunArgs) -> Result<i32> {
-    use crate::daemon::sources::{Directory, Git, Manifests};
-    use crate::daemon::{changes::VmList, run, watch, Daemon, DaemonOptions};
-    let client = client(&args.connection)?;
+    use crate::config::watch::{ConfigFile, Reloader};
+    use crate::daemon::{changes::VmList, run, watch, Daemon};
+    // The config file (if any) under the command line; the file is followed while running.
+    let base = args.clone();
+    let explicit = crate::config::overlay::explicit_flags(std::env::args_os());
+    let (config_file, args) = match &base.config {
+        Some(path) => {
+            let (file, config) = ConfigFile::open(path)?;
+            let args = crate::config::overlay::overlay(&config, base.clone(), &explicit);
+            (Some(file), args)
+        }
+        None => (None, args),
+    };
     let node = match &args.lease.node {
         Some(n) => n.clone(),
         None => crate::daemon::leader::hostname()?,
     };
     let lease_args = args.lease.clone();
-    let (manifests, watched, cluster): (Box<dyn Manifests>, Option<PathBuf>, String) =
-        match (&args.git.repo, &args.dir) {
-            (Some(url), _) => {
-                let source = crate::source::Source::open(source_config(url, &args.git)?)?;
-                let cluster = last_component(&args.git.path)
-                    .or_else(|| last_component(url.trim_end_matches(".git")))
-                    .unwrap_or_else(|| "cluster".into());
-                let git = Git::new(
-                    source,
-                    args.git.path.clone(),
-                    args.git.status_branch.clone(),
-                );
-                (Box::new(git), None, cluster)
-            }
-            (None, Some(dir)) => {
-                let cluster = dir
-                    .canonicalize()
-                    .ok()
-                    .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-                    .unwrap_or_else(|| "cluster".into());
-                (Box::new(Directory(dir.clone())), Some(dir.clone()), cluster)
-            }
-            (None, None) => anyhow::bail!("give a manifests directory or --repo"),
-        };
-    let options = DaemonOptions {
-        decryptor: decryptor(&args.secrets)?,
-        cluster,
-        node,
-        interval: args.interval,
-        resync: args.resync,
-        passes: args.passes,
-        state_dir: Some(args.state_dir.clone()),
-        policy: policy(&args.policy, false),
-        apply: apply_options(&args.apply),
-        clock: Default::default(),
-    };
+    let parts = daemon_parts(&args, &node)?;
+    let watched = args.dir.clone();
+    let options = parts.options.clone();
+    let reload = config_file.map(|file| {
+        let node = node.clone();
+        Reloader::new(
+            file,
+            base.clone(),
+            explicit,
+            Box::new(move |a: &RunArgs| daemon_parts(a, &node)),
+        )
+    });
     let vmlist = args.vmlist.clone();
     let webhook = match (&args.webhook_listen, &args.webhook_secret_file) {
         (Some(addr), Some(file)) => {
@@ -362,6 +348,10 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
             Some(dir) => Some(watch(dir, tx.clone())?),
             None => None,
         };
+        let _config_watch = base
+            .config
+            .as_ref()
+            .map(|path| crate::config::watch::watch(path, base.config_poll, tx.clone()));
         if let Some((addr, secret)) = webhook {
             crate::webhook::serve(addr, secret, tx.clone())
                 .await
@@ -369,14 +359,67 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
         }
         tracing::info!(cluster = %options.cluster, node = %options.node, interval = ?options.interval, "starting");
         let (lease, leadership) = crate::daemon::leader::start(&lease_args)?;
-        let daemon = Daemon::new(client, manifests, Box::new(VmList(vmlist)), options)
+        let mut daemon = Daemon::new(parts.client, parts.manifests, Box::new(VmList(vmlist)), options)
             .with_leadership(leadership);
+        if let Some(reload) = reload {
+            daemon = daemon.with_reload(Box::new(reload));
+        }
         run(daemon, wake, shutdown_signal()).await;
         // The passes have stopped writing: hand the lock over.
         if let Some(lease) = lease {
             lease.release();
         }
         anyhow::Ok(0)
+    })
+}
+
+/// What the daemon runs with, from `run`'s settings: built at start, and again for each
+/// new version of the config file.
+fn daemon_parts(args: &RunArgs, node: &str) -> Result<crate::daemon::reload::Reconfigured> {
+    use crate::daemon::sources::{Directory, Git, Manifests};
+    use crate::daemon::DaemonOptions;
+    let client = client(&args.connection)?;
+    let (manifests, cluster): (Box<dyn Manifests>, String) = match (&args.git.repo, &args.dir) {
+        (Some(url), _) => {
+            let source = crate::source::Source::open(source_config(url, &args.git)?)?;
+            let cluster = last_component(&args.git.path)
+                .or_else(|| last_component(url.trim_end_matches(".git")))
+                .unwrap_or_else(|| "cluster".into());
+            let git = Git::new(
+                source,
+                args.git.path.clone(),
+                args.git.status_branch.clone(),
+            );
+            (Box::new(git), cluster)
+        }
+        (None, Some(dir)) => {
+            let cluster = dir
+                .canonicalize()
+                .ok()
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "cluster".into());
+            (Box::new(Directory(dir.clone())), cluster)
+        }
+        (None, None) => {
+            anyhow::bail!("give a manifests directory, --repo or a --config with repo.url")
+        }
+    };
+    let options = DaemonOptions {
+        decryptor: decryptor(&args.secrets)?,
+        cluster,
+        node: node.to_string(),
+        interval: args.interval,
+        resync: args.resync,
+        passes: args.passes,
+        state_dir: Some(args.state_dir.clone()),
+        policy: policy(&args.policy, false),
+        apply: apply_options(&args.apply),
+        clock: Default::default(),
+    };
+    Ok(crate::daemon::reload::Reconfigured {
+        client,
+        manifests,
+        options,
     })
 }
 
@@ -389,7 +432,8 @@ fn last_component(path: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn source_config(url: &str, g: &crate::cli::GitArgs) -> Result<crate::source::SourceConfig> {
+/// The git source `run` (and `doctor`) open for `url` with these settings.
+pub fn source_config(url: &str, g: &crate::cli::GitArgs) -> Result<crate::source::SourceConfig> {
     use crate::source::{AllowedSigners, Credentials, HostKeyPins, SourceConfig};
     let mut c = SourceConfig::new(url, g.branch.clone());
     c.cache_root = g.cache.clone();

@@ -38,6 +38,9 @@ import uuid
 
 from aiohttp import web
 
+import access
+import clock
+
 from fakepve import FakePve, PveError
 from fakepve.certs import make_cert
 from fakepve.lxc import format_size
@@ -58,7 +61,7 @@ UNITS = {'': 1, 'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3, 'T': 1024 ** 4}
 SHARED_TYPES = ('rbd', 'cephfs', 'nfs', 'cifs', 'glusterfs', 'iscsi', 'iscsidirect', 'pbs')
 
 
-class CountingPve(images.ImagesMixin, FakePve):
+class CountingPve(images.ImagesMixin, access.AccessState, clock.NodeClock, FakePve):
     """FakePve that counts every request it records, per schema endpoint and per concrete path."""
 
     def __init__(self, *args, **kwargs):
@@ -514,6 +517,8 @@ def control_app(pve):
         return web.json_response(record)
 
     images.control_routes(routes, pve)
+    access.control_routes(pve, routes)
+    clock.control_routes(pve, routes)
     app = web.Application()
     app.add_routes(routes)
     return app

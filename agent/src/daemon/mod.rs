@@ -9,6 +9,7 @@
 pub mod changes;
 pub mod leader;
 mod previews;
+pub mod reload;
 pub mod sources;
 
 use crate::apply::{ApplyOptions, Report};
@@ -115,6 +116,8 @@ pub struct Daemon {
     leadership: leader::Leadership,
     /// Plan previews of other branches, published with the status.
     previews: previews::Previews,
+    /// Where a new configuration comes from (`run --config`); `None`: fixed.
+    reload: Option<Box<dyn reload::Reload>>,
 }
 
 impl Daemon {
@@ -135,6 +138,7 @@ impl Daemon {
             status: None,
             leadership: leader::Leadership::default(),
             previews: previews::Previews::default(),
+            reload: None,
         }
     }
 
@@ -157,6 +161,7 @@ impl Daemon {
 
     /// One pass, then its status (and plan previews) published when they changed.
     pub async fn tick(&mut self) -> Result<Outcome> {
+        self.reload();
         let outcome = self.pass().await?;
         // Only the agent that may write publishes: followers would race the leader for
         // the status branch with the same news.

@@ -199,6 +199,24 @@ impl Control {
         self.post("/guest_agents", json!({ "agent": agent })).await;
     }
 
+    /// Users, roles (the custom ones), ACL entries and tokens (no secrets) as the
+    /// harness's access layer keeps them (tests/fakepve/access.py).
+    pub async fn access(&self) -> Value {
+        self.get("/access").await
+    }
+
+    /// Replace a custom role's privileges behind the API's back (an administrator's edit).
+    pub async fn set_role_privileges(&self, role: &str, privs: &[&str]) -> Value {
+        self.post(&format!("/access/roles/{role}"), json!({ "privs": privs }))
+            .await
+    }
+
+    /// Skew `node`'s clock as `GET /nodes/{node}/time` reports it, in seconds.
+    pub async fn set_clock_skew(&self, node: &str, seconds: f64) {
+        self.post("/clock", json!({ "node": node, "skew": seconds }))
+            .await;
+    }
+
     pub async fn set_time_scale(&self, value: f64) {
         self.post("/time_scale", json!({ "value": value })).await;
     }
