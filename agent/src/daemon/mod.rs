@@ -12,7 +12,7 @@ pub mod sources;
 
 use crate::apply::{ApplyOptions, Report};
 use crate::observe::listing_fingerprint;
-use crate::plan::{Finding, Plan, Policy};
+use crate::plan::{Finding, Plan, Policy, PolicyOverrides};
 use crate::pve::{PveClient, ResourceType};
 use crate::report::status::{self, ClusterStatus};
 use crate::report::StatusFiles;
@@ -41,7 +41,8 @@ pub struct DaemonOptions {
     pub passes: Option<u64>,
     /// Where the last status is kept for `pve-gitops status` (`<dir>/<cluster>.status.yaml`).
     pub state_dir: Option<std::path::PathBuf>,
-    pub policy: Policy,
+    /// The command line's policy flags, over each revision's `ClusterPolicy`.
+    pub policy: PolicyOverrides,
     pub apply: ApplyOptions,
 }
 
@@ -219,7 +220,11 @@ impl Daemon {
         let desired = &loaded.desired;
         let policy = Policy {
             secrets_decrypted: loaded.secrets.decrypted(),
-            ..self.options.policy
+            existed: self.existed(),
+            ..Policy::effective(
+                desired.policy.as_ref().map(|p| &p.spec),
+                &self.options.policy,
+            )
         };
         let options = ApplyOptions {
             secrets: loaded.secrets.clone(),
@@ -287,6 +292,22 @@ impl Daemon {
             report,
             status: Box::new(status),
         })
+    }
+
+    /// The VMs the last full pass saw existing (this process's, else the one kept in the
+    /// state directory): one absent now was deleted behind the agent's back.
+    fn existed(&self) -> std::collections::BTreeSet<String> {
+        let kept = || {
+            let dir = self.options.state_dir.as_ref()?;
+            crate::report::local::load_all(dir)
+                .ok()?
+                .into_iter()
+                .find(|s| s.cluster == self.options.cluster)
+        };
+        match &self.status {
+            Some(s) => status::existing(s),
+            None => kept().map(|s| status::existing(&s)).unwrap_or_default(),
+        }
     }
 
     /// Parse `revision` into `self.desired` unless it is there already; `Err` holds the
