@@ -560,8 +560,9 @@ fn prune_steps(a: &ActualVm, policy: &Policy) -> Result<Vec<Action>, Kept> {
             name: a.name.clone(),
         });
     } else {
-        let mut tags: Vec<&str> = a.tags.iter().map(String::as_str).collect();
-        tags.push(ORPHAN_TAG);
+        let mut tags: BTreeSet<&str> = a.tags.iter().map(String::as_str).collect();
+        tags.insert(ORPHAN_TAG);
+        let tags: Vec<&str> = tags.into_iter().collect();
         let record = Marker {
             applied: None,
             ..recorded.unwrap_or_default()

@@ -183,8 +183,12 @@ pub fn after_pass(cluster: &str, revision: &str, facts: &PassFacts<'_>) -> Clust
             let (sync, message) = sync_of(&name, facts);
             let running = vm.spec.power_state.unwrap_or_default() == PowerState::Running;
             let exists = actual.is_some() || facts.report.done.contains_key(&name);
+            // Gone, and nothing planned to bring it back: deleted behind the agent's back
+            // (drift reported or ignored), not a VM still to be created.
+            let planned = facts.plan.waves.iter().any(|w| w.contains_key(&name));
             let state = match (exists, sync) {
                 (false, Sync::Drift) => "missing",
+                (false, Sync::InSync) if !planned => "missing",
                 (false, _) => "absent",
                 (true, Sync::Failed | Sync::Skipped | Sync::Blocked) => match actual {
                     Some(a) if a.running => "running",

@@ -48,7 +48,9 @@ pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
                             .at(&doc.origin, &format!("spec.drift.ignoreFields[{i}]")),
                         format!("`{f}` is not a config field path"),
                     )
-                    .with_hint("a `qm` key or `key.option`: `description`, `net0.macaddr`, `powerState`"),
+                    .with_hint(
+                        "a `qm` key or `key.option`: `description`, `net0.macaddr`, `powerState`",
+                    ),
                 );
             }
         }
