@@ -24,6 +24,8 @@ pub use policy::{PolicyOverrides, ORPHAN_TAG};
 pub use vm::{plan, Action, Finding, Kept, Plan, Policy, RebootPolicy};
 
 #[cfg(test)]
+mod drift_tests;
+#[cfg(test)]
 mod plan_tests;
 #[cfg(test)]
 mod tests;

@@ -404,7 +404,7 @@ pub fn plan_vm(
         rebuild,
         prune: vm.spec.prune,
     };
-    let write_record = recorded.as_ref() != Some(&record) && !(refused_any && !converged);
+    let write_record = (converged || !refused_any) && recorded.as_ref() != Some(&record);
     let written = if write_record {
         &record
     } else {
