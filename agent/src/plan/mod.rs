@@ -8,6 +8,7 @@
 //! - [`policy`]: what the operator allows (`ClusterPolicy` and command-line flags);
 //! - [`marker`]: what was last applied to a VM, recorded in the VM;
 //! - [`drift`]: differences made behind the agent's back, and ignored fields;
+//! - [`prune`]: owned VMs no longer declared, and the delete guard;
 //! - [`rollout`]: dependency waves, `maxParallel` and health gates.
 
 pub mod actual;
@@ -15,6 +16,7 @@ pub mod compare;
 pub mod drift;
 pub mod marker;
 pub mod policy;
+pub mod prune;
 pub mod pveconfig;
 pub mod rollout;
 pub mod vm;
