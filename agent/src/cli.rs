@@ -334,15 +334,54 @@ pub struct Connection {
     pub fingerprint: Option<String>,
 }
 
-/// What the agent may do.
+/// What the agent may do. The manifests' `ClusterPolicy` decides; each flag given here
+/// overrides it (and a VM's own `drift.mode` / `prune`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct PolicyArgs {
-    /// Delete owned VMs that are no longer declared.
-    #[arg(long)]
+    /// Delete owned VMs that are no longer declared (over `prune.enabled`).
+    #[arg(long, overrides_with = "no_prune")]
     pub prune: bool,
-    /// Whether a VM may be rebooted to apply changes PVE keeps pending.
-    #[arg(long, value_enum, default_value_t = Reboot::Never)]
-    pub reboot: Reboot,
+    /// Never delete anything, whatever the manifests say.
+    #[arg(long)]
+    pub no_prune: bool,
+    /// Whether a VM may be rebooted to apply changes PVE keeps pending (over `reboot`;
+    /// default: never).
+    #[arg(long, value_enum)]
+    pub reboot: Option<Reboot>,
+    /// What to do with changes made behind the agent's back (over `drift.mode` and every
+    /// VM's; default: report).
+    #[arg(long, value_enum)]
+    pub drift: Option<Drift>,
+}
+
+impl PolicyArgs {
+    /// The flags given, as overrides of the manifests' policy.
+    pub fn overrides(&self) -> crate::plan::PolicyOverrides {
+        use pve_gitops_schema::manifest::policy::DriftMode;
+        crate::plan::PolicyOverrides {
+            prune: match (self.prune, self.no_prune) {
+                (_, true) => Some(false),
+                (true, false) => Some(true),
+                (false, false) => None,
+            },
+            reboot: self.reboot.map(|r| match r {
+                Reboot::Never => crate::plan::RebootPolicy::Never,
+                Reboot::Allowed => crate::plan::RebootPolicy::Allowed,
+            }),
+            drift: self.drift.map(|d| match d {
+                Drift::Ignore => DriftMode::Ignore,
+                Drift::Report => DriftMode::Report,
+                Drift::Heal => DriftMode::Heal,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Drift {
+    Ignore,
+    Report,
+    Heal,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

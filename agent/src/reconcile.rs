@@ -3,9 +3,10 @@
 //! happens.
 
 use crate::apply::{ApplyOptions, Report};
-use crate::cli::{ApplyArgs, Connection, PolicyArgs, Reboot, RunArgs, SecretArgs};
+use crate::cli::{ApplyArgs, Connection, PolicyArgs, RunArgs, SecretArgs};
 use crate::observe::observe;
-use crate::plan::{plan, Action, Finding, Plan, Policy, RebootPolicy};
+use crate::plan::RebootPolicy;
+use crate::plan::{plan, Action, Finding, Plan, Policy};
 use crate::preflight::PreflightProblem;
 use crate::pve::{ApiToken, ClientOptions, PveClient, TlsTrust};
 use crate::revision::Revision;
@@ -42,14 +43,14 @@ pub fn client(c: &Connection) -> Result<PveClient> {
     Ok(PveClient::new(o)?)
 }
 
-fn policy(p: &PolicyArgs, secrets_decrypted: bool) -> Policy {
+/// The effective policy: the revision's `ClusterPolicy` with the explicit flags over it.
+fn policy(p: &PolicyArgs, revision: &Revision) -> Policy {
     Policy {
-        secrets_decrypted,
-        prune: p.prune,
-        reboot: match p.reboot {
-            Reboot::Never => RebootPolicy::Never,
-            Reboot::Allowed => RebootPolicy::Allowed,
-        },
+        secrets_decrypted: revision.secrets.decrypted(),
+        ..Policy::effective(
+            revision.desired.policy.as_ref().map(|p| &p.spec),
+            &p.overrides(),
+        )
     }
 }
 
@@ -99,7 +100,13 @@ pub fn describe(p: &Plan) -> String {
                     Action::Reboot { pending, .. } => {
                         format!("~ {name}: reboot to apply {}", pending.join(", "))
                     }
-                    Action::Delete { vmid, .. } => format!("- {name}: delete {vmid}"),
+                    Action::Delete { vmid, .. } => {
+                        format!("- {name}: delete {vmid} with its disks")
+                    }
+                    Action::Retire { vmid, .. } => format!(
+                        "- {name}: prune {vmid}: stopped and tagged {}, disks kept",
+                        crate::plan::ORPHAN_TAG
+                    ),
                 };
                 let _ = writeln!(out, "[wave {}] {line}", i + 1);
             }
@@ -107,9 +114,24 @@ pub fn describe(p: &Plan) -> String {
     }
     for f in &p.findings {
         let line = match f {
-            Finding::Orphan { vmid, name, protected } => format!(
+            Finding::Orphan { vmid, name, kept } => format!(
                 "! {name} ({vmid}): no longer declared; kept ({})",
-                if *protected { "protected" } else { "pruning is off" }
+                kept.describe()
+            ),
+            Finding::Drift(d) => format!(
+                "! {}{}: drift in {}: declared {}, found {}{}",
+                d.name,
+                d.vmid.map_or(String::new(), |v| format!(" ({v})")),
+                d.field,
+                d.desired,
+                d.actual,
+                if d.healed { " (healed)" } else { " (reported, not changed)" }
+            ),
+            Finding::PruneRefused { would_delete, owned, max_share } => format!(
+                "! pruning refused: it would delete {would_delete} of {owned} owned guests, more than maxDeleteShare {max_share}%; nothing is deleted this pass"
+            ),
+            Finding::RebuildRefused { name, vmid } => format!(
+                "! {name} ({vmid}): rebuild token changed but the VM is protected; not rebuilt"
             ),
             Finding::PendingReboot { name, keys } => format!("! {name}: {} pending until a reboot (reboot policy: never)", keys.join(", ")),
             Finding::NotOwned { name, vmid } => format!("! {name}: VM {vmid} exists but is not managed by pve-gitops (set adopt: true to take it over)"),
@@ -178,7 +200,7 @@ pub fn plan_command(dir: &Path, conn: &Connection, p: &PolicyArgs, s: &SecretArg
         return Ok(1);
     };
     let client = client(conn)?;
-    let policy = policy(p, revision.secrets.decrypted());
+    let policy = policy(p, &revision);
     let plan = runtime()?.block_on(async {
         let observed = observe(&client, &revision.desired)
             .await
@@ -231,7 +253,7 @@ pub fn apply_command(
         return Ok(1);
     };
     let client = client(conn)?;
-    let mut policy = policy(p, revision.secrets.decrypted());
+    let mut policy = policy(p, &revision);
     let window = |scope| {
         if now {
             WindowState::Open
@@ -412,7 +434,7 @@ fn daemon_parts(args: &RunArgs, node: &str) -> Result<crate::daemon::reload::Rec
         resync: args.resync,
         passes: args.passes,
         state_dir: Some(args.state_dir.clone()),
-        policy: policy(&args.policy, false),
+        policy: args.policy.overrides(),
         apply: apply_options(&args.apply),
         clock: Default::default(),
     };

@@ -11,7 +11,7 @@ use pve_gitops::apply::ApplyOptions;
 use pve_gitops::daemon::changes::VmList;
 use pve_gitops::daemon::sources::Directory;
 use pve_gitops::daemon::{Daemon, DaemonOptions, Outcome};
-use pve_gitops::plan::Policy;
+use pve_gitops::plan::PolicyOverrides;
 use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -49,7 +49,11 @@ fn options(interval: Duration) -> DaemonOptions {
         resync: Duration::from_secs(3600),
         passes: None,
         state_dir: None,
-        policy: Policy::default(),
+        // Heal: these tests restart a VM stopped behind the agent's back.
+        policy: PolicyOverrides {
+            drift: Some(pve_gitops_schema::manifest::policy::DriftMode::Heal),
+            ..PolicyOverrides::default()
+        },
         apply: ApplyOptions::default(),
         clock: Default::default(),
     }

@@ -10,7 +10,7 @@ use pve_gitops::apply::ApplyOptions;
 use pve_gitops::daemon::changes::Unknown;
 use pve_gitops::daemon::sources::Git;
 use pve_gitops::daemon::{Daemon, DaemonOptions, Outcome};
-use pve_gitops::plan::Policy;
+use pve_gitops::plan::PolicyOverrides;
 use pve_gitops::source::{Source, SourceConfig};
 use std::path::Path;
 use std::process::Command;
@@ -77,7 +77,7 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
             resync: Duration::from_secs(3600),
             passes: None,
             state_dir: Some(remote.scratch(".").join("state")),
-            policy: Policy::default(),
+            policy: PolicyOverrides::default(),
             apply: ApplyOptions::default(),
             clock: Default::default(),
         },

@@ -5,7 +5,9 @@
 mod support;
 
 use pve_gitops::observe::observe;
-use pve_gitops::plan::{plan, Action, Finding, Policy};
+use pve_gitops::plan::pveconfig::desired_config;
+use pve_gitops::plan::{marker, plan, Action, Finding, Kept, Policy};
+use pve_gitops_schema::manifest::policy::DriftMode;
 use pve_gitops_schema::{load, Repository};
 use serde_json::json;
 use support::fakepve::{FakePve, Options};
@@ -51,6 +53,18 @@ async fn only_candidates_are_read_and_the_plan_follows_the_cluster() {
     let mut repo = Repository::new();
     repo.add("m.yaml", MANIFESTS);
     let desired = load(&repo).unwrap_or_else(|e| panic!("{e}"));
+    // app-1's record: the pass that converged it wrote it.
+    let app1 = desired.vm("app-1").unwrap();
+    let record = marker::Marker {
+        applied: Some(marker::fingerprint(app1, &desired_config(app1, |_| None))),
+        ..marker::Marker::default()
+    };
+    control
+        .update_vm(
+            501,
+            json!({"config": {"description": marker::compose("", &record)}}),
+        )
+        .await;
     let client = pve.client();
     control.reset_counters().await;
     let actual = observe(&client, &desired).await.expect("observe").vms;
@@ -87,16 +101,20 @@ async fn only_candidates_are_read_and_the_plan_follows_the_cluster() {
         [Finding::Orphan {
             vmid: 599,
             name: "old".into(),
-            protected: false
+            kept: Kept::PruneOff
         }]
     );
 
-    // A change behind the agent's back shows up as exactly that change.
+    // A change behind the agent's back shows up as exactly that change (healed here).
     control
         .update_vm(501, json!({"config": {"memory": 2048}}))
         .await;
     let actual = observe(&client, &desired).await.expect("observe").vms;
-    let p = plan(&desired, &actual, &Policy::default());
+    let heal = Policy {
+        drift: DriftMode::Heal,
+        ..Policy::default()
+    };
+    let p = plan(&desired, &actual, &heal);
     let configure: Vec<String> = p
         .actions()
         .filter_map(|a| match a {

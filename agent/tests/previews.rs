@@ -10,7 +10,6 @@ use pve_gitops::apply::ApplyOptions;
 use pve_gitops::daemon::changes::Unknown;
 use pve_gitops::daemon::sources::Git;
 use pve_gitops::daemon::{Daemon, DaemonOptions};
-use pve_gitops::plan::Policy;
 use pve_gitops::source::{Source, SourceConfig};
 use std::time::Duration;
 use support::fakepve::{FakePve, Options};
@@ -84,7 +83,7 @@ async fn a_plan_branch_is_previewed_without_writes_and_its_deletion_removes_it()
             resync: Duration::from_secs(3600),
             passes: None,
             state_dir: None,
-            policy: Policy::default(),
+            policy: pve_gitops::plan::PolicyOverrides::default(),
             apply: ApplyOptions::default(),
             clock: Default::default(),
         },

@@ -176,12 +176,15 @@ async fn converges_then_stays_quiet_then_follows_changes() {
         .any(|f| matches!(f, Finding::ShrinkRefused { .. })));
     assert_eq!(control.counters().await.writes, 0);
 
-    // With pruning, exactly the two orphans go.
+    // With pruning (of disks too, and 2 of 5 under the delete guard's share), exactly the
+    // two orphans go.
     pass(
         &client,
         &manifests(3, "16G", "40G"),
         &Policy {
             prune: true,
+            prune_disks: true,
+            max_delete_share: 50,
             ..Policy::default()
         },
     )

@@ -11,7 +11,7 @@ use pve_gitops::daemon::changes::Unknown;
 use pve_gitops::daemon::sources::Directory;
 use pve_gitops::daemon::{Daemon, DaemonOptions, Outcome};
 use pve_gitops::secrets::{Decryptor, Identities};
-use pve_gitops::{apply::ApplyOptions, plan::Policy};
+use pve_gitops::{apply::ApplyOptions, plan::PolicyOverrides};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -90,7 +90,7 @@ fn daemon(pve: &FakePve, repo: &Path, key_file: &Path) -> Daemon {
             resync: Duration::from_secs(3600),
             passes: None,
             state_dir: None,
-            policy: Policy::default(),
+            policy: PolicyOverrides::default(),
             apply: ApplyOptions::default(),
             clock: Default::default(),
         },

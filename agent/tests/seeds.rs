@@ -241,7 +241,7 @@ async fn seed_002_a_failed_manager_gate_stops_the_apps_wave_and_the_status_says_
             resync: std::time::Duration::from_secs(3600),
             passes: None,
             state_dir: None,
-            policy: Policy::default(),
+            policy: pve_gitops::plan::PolicyOverrides::default(),
             apply: ApplyOptions::default(),
             clock: Default::default(),
         },

@@ -11,7 +11,6 @@ use pve_gitops::apply::ApplyOptions;
 use pve_gitops::daemon::changes::Unknown;
 use pve_gitops::daemon::sources::Directory;
 use pve_gitops::daemon::{Daemon, DaemonOptions, Outcome};
-use pve_gitops::plan::Policy;
 use pve_gitops::windows::Clock;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,7 +68,7 @@ fn daemon(pve: &FakePve, repo: &std::path::Path, clock: Clock) -> Daemon {
             resync: Duration::from_secs(3600),
             passes: None,
             state_dir: None,
-            policy: Policy::default(),
+            policy: pve_gitops::plan::PolicyOverrides::default(),
             apply: ApplyOptions::default(),
             clock,
         },

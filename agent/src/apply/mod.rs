@@ -296,7 +296,9 @@ pub async fn apply_continuing(
 
 /// Why a VM is not attempted, if it is not.
 fn skip_reason(report: &Report, actions: &[Action], rollout: Option<&Rollout>) -> Option<String> {
-    let deletes = actions.iter().any(|a| matches!(a, Action::Delete { .. }));
+    let deletes = actions
+        .iter()
+        .any(|a| matches!(a, Action::Delete { .. } | Action::Retire { .. }));
     if deletes && !report.failed.is_empty() {
         return Some(format!(
             "not deleted while this pass has failures ({})",
@@ -361,6 +363,7 @@ fn describe(a: &Action) -> String {
         Action::Stop { vmid, .. } => format!("stop {vmid}"),
         Action::Reboot { vmid, .. } => format!("reboot {vmid}"),
         Action::Delete { vmid, .. } => format!("delete {vmid}"),
+        Action::Retire { vmid, .. } => format!("retire {vmid}"),
     }
 }
 

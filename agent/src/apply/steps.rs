@@ -35,6 +35,7 @@ pub(super) async fn run(
             config,
             start,
             disks,
+            record,
         } => {
             let vmid = match vmid {
                 Some(v) => *v,
@@ -49,13 +50,17 @@ pub(super) async fn run(
                 }
             }
             configure_new(client, &new, config, disks, cx, done).await?;
-            if !*start {
-                return Ok(());
+            if *start {
+                cx.may_write()?;
+                let upid = client.start_vm(node, vmid).await?;
+                client.wait_task(&upid, cx.task_timeout).await?;
+                done.push("start".into());
             }
+            // Last: only a VM that got this far is recorded as converged.
             cx.may_write()?;
-            let upid = client.start_vm(node, vmid).await?;
-            client.wait_task(&upid, cx.task_timeout).await?;
-            "start".into()
+            let p = Params::new().with("description", record.clone());
+            client.set_vm_config(node, vmid, &p, &[], None).await?;
+            return Ok(());
         }
         Action::Configure {
             vmid,
@@ -96,6 +101,18 @@ pub(super) async fn run(
             let upid = client.reboot_vm(node, *vmid).await?;
             client.wait_task(&upid, cx.task_timeout).await?;
             "reboot".into()
+        }
+        Action::Retire {
+            vmid,
+            node,
+            changes,
+            digest,
+        } => {
+            cx.may_write()?;
+            client
+                .set_vm_config(node, *vmid, &params(changes), &[], digest.as_deref())
+                .await?;
+            "retire (tagged pve-gitops-orphan, disks kept)".into()
         }
         Action::Delete { vmid, node, .. } => {
             cx.may_write()?;

@@ -45,6 +45,7 @@ mod tests {
             clone: None,
             config: DesiredConfig::new(),
             start: false,
+            record: String::new(),
         }]
     }
 

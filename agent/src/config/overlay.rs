@@ -99,7 +99,7 @@ pub fn overlay(config: &AgentConfig, mut args: RunArgs, explicit: &BTreeSet<Stri
             RebootConfig::Never => Reboot::Never,
             RebootConfig::Allowed => Reboot::Allowed,
         });
-        set(&mut args.policy.reboot, free("reboot"), reboot);
+        set(&mut args.policy.reboot, free("reboot"), reboot.map(Some));
     }
     if let Some(a) = &config.apply {
         set(

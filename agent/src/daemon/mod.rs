@@ -14,7 +14,7 @@ pub mod sources;
 
 use crate::apply::{ApplyOptions, Report};
 use crate::observe::listing_fingerprint;
-use crate::plan::{Finding, Plan, Policy, RebootPolicy};
+use crate::plan::{Finding, Plan, Policy, PolicyOverrides, RebootPolicy};
 use crate::pve::{PveClient, ResourceType};
 use crate::report::status::{self, ClusterStatus};
 use crate::report::StatusFiles;
@@ -46,7 +46,8 @@ pub struct DaemonOptions {
     pub passes: Option<u64>,
     /// Where the last status is kept for `pve-gitops status` (`<dir>/<cluster>.status.yaml`).
     pub state_dir: Option<std::path::PathBuf>,
-    pub policy: Policy,
+    /// The command line's policy flags, over each revision's `ClusterPolicy`.
+    pub policy: PolicyOverrides,
     pub apply: ApplyOptions,
     /// The time sync windows are judged at.
     pub clock: crate::windows::Clock,
@@ -274,7 +275,11 @@ impl Daemon {
         let window = |scope| crate::windows::for_policy(desired.policy.as_ref(), scope, now);
         let mut policy = Policy {
             secrets_decrypted: loaded.secrets.decrypted(),
-            ..self.options.policy
+            existed: self.existed(),
+            ..Policy::effective(
+                desired.policy.as_ref().map(|p| &p.spec),
+                &self.options.policy,
+            )
         };
         if !window(WindowScope::Reboot).is_open() {
             // Pending changes stay pending (and reported) until a reboot window opens.
@@ -364,6 +369,22 @@ impl Daemon {
             report,
             status: Box::new(status),
         })
+    }
+
+    /// The VMs the last full pass saw existing (this process's, else the one kept in the
+    /// state directory): one absent now was deleted behind the agent's back.
+    fn existed(&self) -> std::collections::BTreeSet<String> {
+        let kept = || {
+            let dir = self.options.state_dir.as_ref()?;
+            crate::report::local::load_all(dir)
+                .ok()?
+                .into_iter()
+                .find(|s| s.cluster == self.options.cluster)
+        };
+        match &self.status {
+            Some(s) => status::existing(s),
+            None => kept().map(|s| status::existing(&s)).unwrap_or_default(),
+        }
     }
 
     /// Parse `revision` into `self.desired` unless it is there already; `Err` holds the

@@ -3,7 +3,7 @@
 //! under it (after a full pass); a deleted branch drops its preview.
 
 use super::sources::Manifests;
-use crate::plan::Policy;
+use crate::plan::{Policy, PolicyOverrides};
 use crate::preview::{self, Outcome};
 use crate::pve::PveClient;
 use crate::secrets::Decryptor;
@@ -32,7 +32,7 @@ impl Previews {
         manifests: &mut dyn Manifests,
         patterns: &[String],
         decryptor: Option<&Decryptor>,
-        policy: &Policy,
+        overrides: &PolicyOverrides,
         replan: bool,
     ) -> bool {
         let branches = match manifests.preview_branches(patterns) {
@@ -51,7 +51,7 @@ impl Previews {
                     continue;
                 }
             }
-            let md = plan_branch(client, manifests, &branch, &head, decryptor, policy).await;
+            let md = plan_branch(client, manifests, &branch, &head, decryptor, overrides).await;
             tracing::info!(%branch, %head, "plan preview updated");
             next.insert(branch, (head, md));
         }
@@ -68,7 +68,7 @@ async fn plan_branch(
     branch: &str,
     head: &str,
     decryptor: Option<&Decryptor>,
-    policy: &Policy,
+    overrides: &PolicyOverrides,
 ) -> String {
     let repo = match manifests.read(head) {
         Ok(r) => r,
@@ -78,9 +78,11 @@ async fn plan_branch(
         Ok(r) => r,
         Err(errors) => return preview::render(branch, head, &Outcome::Invalid(&errors)),
     };
+    // The branch's own ClusterPolicy, under the command line's flags, as a merge of it
+    // would be applied.
     let policy = Policy {
         secrets_decrypted: revision.secrets.decrypted(),
-        ..*policy
+        ..Policy::effective(revision.desired.policy.as_ref().map(|p| &p.spec), overrides)
     };
     match crate::pass::prepare(client, &revision.desired, &policy).await {
         Ok(prepared) => {

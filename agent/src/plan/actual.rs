@@ -25,14 +25,15 @@ pub struct ActualVm {
 pub const CREATED_NOTE: &str = "Created by pve-gitops.";
 
 impl ActualVm {
-    /// Managed by pve-gitops: it carries the ownership tag, or the note of a create the
-    /// agent has not finished configuring.
+    /// Managed by pve-gitops: it carries the ownership tag, the record of what the agent
+    /// applied (so a tag removed by hand is drift, not a stranger), or the note of a
+    /// create the agent has not finished configuring.
     pub fn owned(&self) -> bool {
         self.tags.contains(pve_gitops_schema::ids::OWNER_TAG)
-            || self
-                .config
-                .get("description")
-                .is_some_and(|d| d.lines().any(|l| l.trim() == CREATED_NOTE))
+            || self.config.get("description").is_some_and(|d| {
+                d.lines().any(|l| l.trim() == CREATED_NOTE)
+                    || super::marker::Marker::parse(d).is_some()
+            })
     }
 
     /// The config PVE will run with after the next reboot: current values with pending

@@ -1,7 +1,9 @@
 //! The planner's rules, each against a hand-made actual state.
 
 use super::actual::ActualVm;
-use super::vm::{plan, Action, Finding, Policy, RebootPolicy};
+use super::marker::{self, Marker};
+use super::pveconfig::desired_config;
+use super::vm::{plan, Action, Finding, Kept, Policy, RebootPolicy};
 use pve_gitops_schema::{load, DesiredState, Repository};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -63,7 +65,27 @@ fn existing(vmid: u32, name: &str, node: &str, memory: &str, disk: Option<&str>)
     }
 }
 
+/// `vms` recorded as converged to `d` (the record a pass that converged them wrote).
+pub(super) fn recorded(mut vms: Vec<ActualVm>, d: &DesiredState) -> Vec<ActualVm> {
+    for a in &mut vms {
+        if let Some(vm) = d.vm(&a.name) {
+            let record = Marker {
+                applied: Some(marker::fingerprint(vm, &desired_config(vm, |_| None))),
+                ..Marker::default()
+            };
+            a.config
+                .insert("description".into(), marker::compose("", &record));
+        }
+    }
+    vms
+}
+
+/// `n` app members and the manager, converged to `desired(n, "8G", "32G")`.
 fn cluster(n: u32) -> Vec<ActualVm> {
+    recorded(unrecorded(n), &desired(n, "8G", "32G"))
+}
+
+fn unrecorded(n: u32) -> Vec<ActualVm> {
     let mut v = vec![existing(401, "mgr-1", "pve1", "4096", None)];
     for i in 0..n {
         let node = if i % 2 == 0 { "pve1" } else { "pve2" };
@@ -98,6 +120,7 @@ fn kinds(p: &super::vm::Plan) -> Vec<String> {
             Action::Stop { vmid, .. } => format!("stop {vmid}"),
             Action::Reboot { vmid, .. } => format!("reboot {vmid}"),
             Action::Delete { vmid, .. } => format!("delete {vmid}"),
+            Action::Retire { vmid, .. } => format!("retire {vmid}"),
         })
         .collect()
 }
@@ -151,6 +174,8 @@ fn scaling_down_reports_orphans_unless_pruning() {
         &cluster(5),
         &Policy {
             prune: true,
+            prune_disks: true,
+            max_delete_share: 50,
             ..Policy::default()
         },
     );
@@ -158,6 +183,110 @@ fn scaling_down_reports_orphans_unless_pruning() {
         kinds(&p),
         ["stop 504", "delete 504", "stop 505", "delete 505"]
     );
+    // Without `disks`, stopped and tagged instead; the tag and the record say so.
+    let p = plan(
+        &d,
+        &cluster(5),
+        &Policy {
+            prune: true,
+            max_delete_share: 50,
+            ..Policy::default()
+        },
+    );
+    assert_eq!(
+        kinds(&p),
+        ["stop 504", "retire 504", "stop 505", "retire 505"]
+    );
+    let Action::Retire { changes, .. } = &p.waves.last().unwrap()["app-4"][1] else {
+        panic!("{:?}", kinds(&p));
+    };
+    assert_eq!(changes[0].to, "pve-gitops;pve-gitops-orphan");
+    assert_eq!(changes[1].to, "pve-gitops:");
+}
+
+/// Two of six owned guests is 33 %: past the default 30 % the pass deletes nothing, and
+/// says so; the rest of the plan still applies.
+#[test]
+fn the_delete_guard_refuses_a_pass_that_prunes_too_much() {
+    let policy = Policy {
+        prune: true,
+        prune_disks: true,
+        ..Policy::default()
+    };
+    let p = plan(&desired(3, "16G", "32G"), &cluster(5), &policy);
+    assert_eq!(
+        kinds(&p),
+        [
+            "configure 501 memory,description",
+            "configure 502 memory,description",
+            "configure 503 memory,description"
+        ]
+    );
+    assert!(p.findings.contains(&Finding::PruneRefused {
+        would_delete: 2,
+        owned: 6,
+        max_share: 30
+    }));
+    assert!(p.findings.contains(&Finding::Orphan {
+        vmid: 505,
+        name: "app-5".into(),
+        kept: Kept::Guard
+    }));
+    // An emptied repository: nothing at all.
+    let p = plan(&DesiredState::default(), &cluster(5), &policy);
+    assert!(p.is_empty(), "{:?}", kinds(&p));
+    // One of six (16 %) passes.
+    let p = plan(&desired(4, "8G", "32G"), &cluster(5), &policy);
+    assert_eq!(kinds(&p), ["stop 505", "delete 505"]);
+}
+
+/// A VM's own `prune` is recorded in it and wins over the cluster's, also once its
+/// manifest is gone; an already retired VM is left alone until disks may go.
+#[test]
+fn recorded_prune_settings_and_retired_vms() {
+    let mut actual = cluster(5);
+    let with = |a: &mut ActualVm, prune: bool| {
+        let d = a.config["description"].clone();
+        a.config.insert(
+            "description".into(),
+            format!("{d} prune={}", if prune { "yes" } else { "no" }),
+        );
+    };
+    with(&mut actual[4], false); // app-4: never pruned
+    with(&mut actual[5], true); // app-5: pruned though the cluster does not prune
+    let p = plan(
+        &desired(3, "8G", "32G"),
+        &actual,
+        &Policy {
+            max_delete_share: 100,
+            ..Policy::default()
+        },
+    );
+    assert_eq!(kinds(&p), ["stop 505", "retire 505"]);
+    let mut retired = cluster(4);
+    retired[4].tags.insert(crate::plan::ORPHAN_TAG.into());
+    retired[4].running = false;
+    let policy = Policy {
+        prune: true,
+        max_delete_share: 100,
+        ..Policy::default()
+    };
+    let p = plan(&desired(3, "8G", "32G"), &retired, &policy);
+    assert!(p.is_empty(), "{:?}", kinds(&p));
+    assert!(p.findings.contains(&Finding::Orphan {
+        vmid: 504,
+        name: "app-4".into(),
+        kept: Kept::Retired
+    }));
+    let p = plan(
+        &desired(3, "8G", "32G"),
+        &retired,
+        &Policy {
+            prune_disks: true,
+            ..policy
+        },
+    );
+    assert_eq!(kinds(&p), ["delete 504"]);
 }
 
 #[test]
@@ -181,7 +310,7 @@ fn protected_and_foreign_vms_are_never_deleted() {
         [Finding::Orphan {
             vmid: 504,
             name: "app-4".into(),
-            protected: true
+            kept: Kept::Protected
         }]
     );
 }
@@ -190,6 +319,7 @@ fn protected_and_foreign_vms_are_never_deleted() {
 fn a_vm_we_do_not_own_is_not_touched() {
     let mut actual = cluster(3);
     actual[1].tags.clear();
+    actual[1].config.remove("description");
     actual[1].config.insert("memory".into(), "1024".into());
     let p = plan(&desired(3, "8G", "32G"), &actual, &Policy::default());
     assert!(p.is_empty(), "{:?}", kinds(&p));
@@ -205,7 +335,15 @@ fn a_vm_we_do_not_own_is_not_touched() {
 #[test]
 fn memory_change_and_disk_grow_apply_a_shrink_is_refused() {
     let p = plan(&desired(1, "16G", "40G"), &cluster(1), &Policy::default());
-    assert_eq!(kinds(&p), ["configure 501 memory", "resize 501 scsi0 40G"]);
+    // The record is written last, after every step of the change succeeded.
+    assert_eq!(
+        kinds(&p),
+        [
+            "configure 501 memory",
+            "resize 501 scsi0 40G",
+            "configure 501 description"
+        ]
+    );
     let p = plan(&desired(1, "8G", "16G"), &cluster(1), &Policy::default());
     assert!(p.is_empty(), "{:?}", kinds(&p));
     assert!(matches!(&p.findings[0], Finding::ShrinkRefused { disk, .. } if disk == "scsi0"));
@@ -235,12 +373,46 @@ fn pending_changes_wait_for_a_reboot_the_policy_allows() {
     assert_eq!(kinds(&p), ["reboot 501"]);
 }
 
+/// A converged VM stopped behind the agent's back is drift: reported (the default), started
+/// under `heal`, left alone under `ignore`. One not yet converged is simply started.
 #[test]
-fn a_stopped_vm_is_started() {
+fn a_stopped_vm_is_drift() {
+    use pve_gitops_schema::manifest::policy::DriftMode;
     let mut actual = cluster(1);
     actual[1].running = false;
-    let p = plan(&desired(1, "8G", "32G"), &actual, &Policy::default());
+    let d = desired(1, "8G", "32G");
+    let p = plan(&d, &actual, &Policy::default());
+    assert!(p.is_empty(), "{:?}", kinds(&p));
+    assert_eq!(
+        p.findings,
+        [Finding::Drift(crate::plan::Drift {
+            name: "app-1".into(),
+            vmid: Some(501),
+            field: "powerState".into(),
+            desired: "running".into(),
+            actual: "stopped".into(),
+            healed: false
+        })]
+    );
+    let heal = Policy {
+        drift: DriftMode::Heal,
+        ..Policy::default()
+    };
+    let p = plan(&d, &actual, &heal);
     assert_eq!(kinds(&p), ["start 501"]);
+    assert!(matches!(&p.findings[..], [Finding::Drift(d)] if d.healed));
+    let ignore = Policy {
+        drift: DriftMode::Ignore,
+        ..Policy::default()
+    };
+    let p = plan(&d, &actual, &ignore);
+    assert!(p.is_empty() && p.findings.is_empty());
+    let mut fresh = cluster(1);
+    fresh[1].running = false;
+    fresh[1].config.remove("description");
+    let p = plan(&d, &fresh, &Policy::default());
+    assert_eq!(kinds(&p), ["start 501", "configure 501 description"]);
+    assert!(p.findings.is_empty());
 }
 
 #[test]
@@ -262,7 +434,8 @@ spec: { vmid: 300, node: pve1, memory: 2G, cloudInit: { password: { file: pw.age
     let mut vm = existing(300, "web", "pve1", "2048", None);
     vm.config.insert("tags".into(), "pve-gitops".into());
     let p = plan(&d, &[vm], &Policy::default());
-    assert!(p.is_empty(), "{:?}", kinds(&p));
+    // Only the record is written: the VM is converged as far as it can be.
+    assert_eq!(kinds(&p), ["configure 300 description"]);
     assert_eq!(
         p.findings,
         [Finding::SecretNotApplied {
@@ -347,6 +520,7 @@ spec:
 
 /// A stopped VM on another node than declared is migrated there first, and changed on
 /// its new node; a running one is only reported (live migration is the operator's call).
+/// (Healing drift here; a manifest change to `node` plans the same.)
 #[test]
 fn stopped_vms_on_the_wrong_node_are_migrated_running_ones_reported() {
     let mut actual = cluster(2);
@@ -354,7 +528,12 @@ fn stopped_vms_on_the_wrong_node_are_migrated_running_ones_reported() {
     actual[1].running = false;
     actual[1].config.insert("memory".into(), "1024".into());
     actual[2].node = "pve3".into(); // app-2, declared on pve2, running
-    let p = plan(&desired(2, "8G", "32G"), &actual, &Policy::default());
+                                    // Done behind the agent's back: drift, healed here.
+    let heal = Policy {
+        drift: pve_gitops_schema::manifest::policy::DriftMode::Heal,
+        ..Policy::default()
+    };
+    let p = plan(&desired(2, "8G", "32G"), &actual, &heal);
     assert_eq!(
         kinds(&p),
         ["migrate 501 pve1", "configure 501 memory", "start 501"]

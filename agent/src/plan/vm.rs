@@ -2,33 +2,18 @@
 
 use super::actual::ActualVm;
 use super::compare::{diff, Change};
+use super::drift::{ignored, shown, unignored, Drift, EXISTENCE};
+use super::marker::{self, Marker};
+pub use super::policy::{Policy, RebootPolicy, ORPHAN_TAG};
+use super::prune::prune;
 use super::pveconfig::{desired_config, Compare, DesiredConfig};
 use super::rollout::{dependencies, rollout, waves, Rollout};
 use pve_gitops_schema::desired::{DesiredState, DesiredVm};
+use pve_gitops_schema::manifest::policy::DriftMode;
 use pve_gitops_schema::manifest::vm::CloneSource;
 use pve_gitops_schema::manifest::PowerState;
 use pve_gitops_schema::units::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Whether the agent may reboot a VM to apply changes PVE left pending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RebootPolicy {
-    #[default]
-    Never,
-    Allowed,
-}
-
-/// What the operator allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Policy {
-    /// Delete owned VMs that are no longer declared (off by default: an emptied repository
-    /// must not empty a cluster).
-    pub prune: bool,
-    pub reboot: RebootPolicy,
-    /// The revision's secrets were decrypted (an identity is configured): write-once secret
-    /// values are planned and set from them. Otherwise each is reported as not applied.
-    pub secrets_decrypted: bool,
-}
 
 /// One step against the API.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +28,9 @@ pub enum Action {
         clone: Option<CloneSource>,
         config: DesiredConfig,
         start: bool,
+        /// The description with the VM's record ([`marker`]), written last: a create
+        /// that fails half-way is not recorded as converged.
+        record: String,
     },
     Configure {
         vmid: u32,
@@ -76,22 +64,37 @@ pub enum Action {
         node: String,
         pending: Vec<String>,
     },
+    /// Destroy the VM with its disks (`destroy-unreferenced-disks=1&purge=1`).
     Delete {
         vmid: u32,
         node: String,
         name: String,
+    },
+    /// Prune a VM but keep its disks: tag it [`ORPHAN_TAG`] (the ownership tag stays, so
+    /// it is neither foreign nor pruned again) and clear its record (after a `Stop`).
+    Retire {
+        vmid: u32,
+        node: String,
+        changes: Vec<Change>,
+        digest: Option<String>,
     },
 }
 
 /// Something the plan reports instead of doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finding {
-    /// An owned VM that is no longer declared, kept because pruning is off or it is protected.
-    Orphan {
-        vmid: u32,
-        name: String,
-        protected: bool,
+    /// An owned VM that is no longer declared, kept (and why).
+    Orphan { vmid: u32, name: String, kept: Kept },
+    /// A field of a converged VM differs from what was applied (or the VM is gone).
+    Drift(Drift),
+    /// The pass would prune more than `max_share` % of the owned guests: none is pruned.
+    PruneRefused {
+        would_delete: usize,
+        owned: usize,
+        max_share: u8,
     },
+    /// The `rebuild` token changed but the VM is protected: it is not destroyed.
+    RebuildRefused { name: String, vmid: u32 },
     /// Changes PVE will apply at the next reboot, which the policy does not allow.
     PendingReboot { name: String, keys: Vec<String> },
     /// A VM with the declared name or vmid exists but is not ours (`adopt: true` takes it).
@@ -119,6 +122,30 @@ pub enum Finding {
         vmid: u32,
         lock: String,
     },
+}
+
+/// Why an owned VM that is no longer declared is still there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kept {
+    /// Pruning is off (for the cluster, or the VM said `prune: false`).
+    PruneOff,
+    /// PVE's protection flag is set.
+    Protected,
+    /// Pruned earlier without its disks: stopped and tagged [`ORPHAN_TAG`].
+    Retired,
+    /// The pass's deletions were refused by `maxDeleteShare`.
+    Guard,
+}
+
+impl Kept {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kept::PruneOff => "pruning is off",
+            Kept::Protected => "protected",
+            Kept::Retired => "pruned: stopped and tagged pve-gitops-orphan, disks kept",
+            Kept::Guard => "deletions refused: more than maxDeleteShare of the owned guests",
+        }
+    }
 }
 
 /// The plan for one VM, and the wave it belongs to (all of wave n before any of n + 1).
@@ -177,6 +204,10 @@ fn without_secrets(
 }
 
 /// Plan one declared VM against its actual counterpart (`None`: it does not exist yet).
+///
+/// A VM whose record ([`marker`]) says it was converged to the declaration it has now is
+/// checked for drift, handled by its drift mode; any other is converged as a whole and
+/// its record rewritten.
 pub fn plan_vm(
     vm: &DesiredVm,
     actual: Option<&ActualVm>,
@@ -195,31 +226,28 @@ pub fn plan_vm_config(
     policy: &Policy,
     findings: &mut Vec<Finding>,
 ) -> Vec<Action> {
+    let fingerprint = marker::fingerprint(vm, &config);
     let name = vm.name.to_string();
+    let (mode, ignore) = policy.drift_for(vm);
     let want_running = vm.spec.power_state.unwrap_or_default() == PowerState::Running;
     let Some(a) = actual else {
-        // Report what the create cannot set; apply leaves out values it does not have.
-        let _ = without_secrets(
-            &name,
-            &config,
-            diff(&config, &BTreeMap::new()),
-            policy,
-            findings,
-        );
-        return vec![Action::Create {
-            disks: vm
-                .spec
-                .disks
-                .iter()
-                .map(|d| (d.slot.to_string(), d.size.bytes()))
-                .collect(),
-            name,
-            vmid: vm.vmid.map(|v| v.get()),
-            node: vm.node.to_string(),
-            clone: vm.spec.clone.clone(),
-            config,
-            start: want_running,
-        }];
+        if policy.existed.contains(&name) && !ignored(&ignore, EXISTENCE) {
+            // Deleted behind the agent's back.
+            if mode != DriftMode::Ignore {
+                findings.push(Finding::Drift(Drift {
+                    name: name.clone(),
+                    vmid: vm.vmid.map(|v| v.get()),
+                    field: EXISTENCE.into(),
+                    desired: "present".into(),
+                    actual: "missing".into(),
+                    healed: mode == DriftMode::Heal,
+                }));
+            }
+            if mode != DriftMode::Heal {
+                return Vec::new();
+            }
+        }
+        return vec![create(vm, config, &fingerprint, None, policy, findings)];
     };
     if !a.owned() && !vm.spec.adopt {
         findings.push(Finding::NotOwned { name, vmid: a.vmid });
@@ -233,9 +261,48 @@ pub fn plan_vm_config(
         });
         return Vec::new();
     }
+    let description = a.config.get("description").map_or("", String::as_str);
+    let recorded = Marker::parse(description);
+    let mut rebuild = vm.spec.rebuild.clone();
+    if let (Some(token), Some(m)) = (&vm.spec.rebuild, &recorded) {
+        // Without a record (a VM adopted or made before records), the token is noted only.
+        if m.rebuild.as_ref() != Some(token) {
+            if !a.protected() {
+                return rebuild_vm(vm, a, config, &fingerprint, policy, findings);
+            }
+            findings.push(Finding::RebuildRefused {
+                name: name.clone(),
+                vmid: a.vmid,
+            });
+            rebuild = m.rebuild.clone();
+        }
+    }
+    let converged = recorded
+        .as_ref()
+        .and_then(|m| m.applied.as_deref())
+        .is_some_and(|f| f == fingerprint);
+    // Drift is what differs on a converged VM; its mode decides what to do with it.
+    let mut drift: Vec<Drift> = Vec::new();
+    let mut keep = |field: &str, desired: String, actual: String| -> bool {
+        if !converged {
+            return true;
+        }
+        if ignored(&ignore, field) || mode == DriftMode::Ignore {
+            return false;
+        }
+        drift.push(Drift {
+            name: name.clone(),
+            vmid: Some(a.vmid),
+            field: field.to_string(),
+            desired,
+            actual,
+            healed: mode == DriftMode::Heal,
+        });
+        mode == DriftMode::Heal
+    };
     let mut out = Vec::new();
     let mut node = a.node.clone();
-    if a.node != vm.node.as_str() {
+    if a.node != vm.node.as_str() && keep("node", vm.node.to_string(), a.node.clone()) {
         if a.running {
             // Live migration is the operator's call (it moves memory and local disks).
             findings.push(Finding::WrongNode {
@@ -261,12 +328,15 @@ pub fn plan_vm_config(
         };
         let want = d.size.bytes();
         if want > have {
-            out.push(Action::Resize {
-                vmid: a.vmid,
-                node: node.clone(),
-                disk: slot,
-                to: want,
-            });
+            let show = |b| Bytes(b).to_string();
+            if keep(&format!("{slot}.size"), show(want), show(have)) {
+                out.push(Action::Resize {
+                    vmid: a.vmid,
+                    node: node.clone(),
+                    disk: slot,
+                    to: want,
+                });
+            }
         } else if want < have {
             refused.insert(slot.clone());
             findings.push(Finding::ShrinkRefused {
@@ -277,16 +347,107 @@ pub fn plan_vm_config(
             });
         }
     }
-    let changes: Vec<Change> = without_secrets(
-        &name,
-        &config,
-        diff(&config, &a.effective_config()),
-        policy,
-        findings,
-    )
-    .into_iter()
-    .filter(|c| !refused.contains(&c.key))
-    .collect();
+    // The description is compared without the record; the record is written below.
+    let mut have = a.effective_config();
+    let user = marker::user_text(description);
+    if user.is_empty() {
+        have.remove("description");
+    } else {
+        have.insert("description".into(), user.clone());
+    }
+    let changes = without_secrets(&name, &config, diff(&config, &have), policy, findings);
+    let changes = if converged {
+        unignored(changes, &config, &have, &ignore)
+    } else {
+        changes
+    };
+    let mut changes: Vec<Change> = changes
+        .into_iter()
+        .filter(|c| !refused.contains(&c.key))
+        .filter(|c| {
+            let desired = config.get(&c.key).map(|v| v.text.as_str());
+            keep(
+                &c.key,
+                shown(&c.key, desired),
+                shown(&c.key, c.from.as_deref()),
+            )
+        })
+        .collect();
+    let power = |running: bool| if running { "running" } else { "stopped" }.to_string();
+    let mut after = Vec::new();
+    match (want_running, a.running) {
+        (true, false) if keep("powerState", power(true), power(false)) => {
+            after.push(Action::Start {
+                vmid: a.vmid,
+                node: node.clone(),
+            })
+        }
+        (false, true) if keep("powerState", power(false), power(true)) => {
+            after.push(Action::Stop {
+                vmid: a.vmid,
+                node: node.clone(),
+            })
+        }
+        (true, true) if !a.pending.is_empty() => {
+            let keys: Vec<String> = a.pending.keys().cloned().collect();
+            match policy.reboot {
+                RebootPolicy::Allowed => after.push(Action::Reboot {
+                    vmid: a.vmid,
+                    node: node.clone(),
+                    pending: keys,
+                }),
+                RebootPolicy::Never => findings.push(Finding::PendingReboot {
+                    name: name.clone(),
+                    keys,
+                }),
+            }
+        }
+        _ => {}
+    }
+    // The record: rewritten when the declaration (or the VM's rebuild token or prune
+    // setting) changed, unless something declared was refused (a shrink, a running VM
+    // on the wrong node): that VM is not converged, and is planned again next pass.
+    let refused_any = !refused.is_empty()
+        || findings
+            .iter()
+            .any(|f| matches!(f, Finding::WrongNode { name: n, .. } if *n == name));
+    let record = Marker {
+        applied: Some(fingerprint),
+        rebuild,
+        prune: vm.spec.prune,
+    };
+    let write_record = (converged || !refused_any) && recorded.as_ref() != Some(&record);
+    let written = if write_record {
+        &record
+    } else {
+        &recorded.clone().unwrap_or_default()
+    };
+    let text = vm.spec.description.clone().unwrap_or(user);
+    let described = Change {
+        key: "description".into(),
+        from: Some(description.to_string()),
+        to: marker::compose(&text, written),
+    };
+    // A declared description that changed keeps the record line.
+    if let Some(c) = changes.iter_mut().find(|c| c.key == "description") {
+        c.to = described.to.clone();
+    }
+    let others = !out.is_empty() || !after.is_empty();
+    let mut trailing = None;
+    if write_record {
+        if others {
+            // Written last, so a step that fails leaves the VM unrecorded and retried.
+            changes.retain(|c| c.key != "description");
+            trailing = Some(Action::Configure {
+                vmid: a.vmid,
+                node: node.clone(),
+                changes: vec![described],
+                digest: None,
+            });
+        } else if !changes.iter().any(|c| c.key == "description") {
+            changes.push(described);
+        }
+    }
     if !changes.is_empty() {
         // Before the grows, after a migration.
         let at = usize::from(matches!(out.first(), Some(Action::Migrate { .. })));
@@ -300,22 +461,82 @@ pub fn plan_vm_config(
             },
         );
     }
-    match (want_running, a.running) {
-        (true, false) => out.push(Action::Start { vmid: a.vmid, node }),
-        (false, true) => out.push(Action::Stop { vmid: a.vmid, node }),
-        (true, true) if !a.pending.is_empty() => {
-            let keys: Vec<String> = a.pending.keys().cloned().collect();
-            match policy.reboot {
-                RebootPolicy::Allowed => out.push(Action::Reboot {
-                    vmid: a.vmid,
-                    node,
-                    pending: keys,
-                }),
-                RebootPolicy::Never => findings.push(Finding::PendingReboot { name, keys }),
-            }
-        }
-        _ => {}
+    out.extend(after);
+    out.extend(trailing);
+    findings.extend(drift.into_iter().map(Finding::Drift));
+    out
+}
+
+/// Create `vm` (with `vmid` when it replaces a VM), its record in its description.
+fn create(
+    vm: &DesiredVm,
+    config: DesiredConfig,
+    fingerprint: &str,
+    vmid: Option<u32>,
+    policy: &Policy,
+    findings: &mut Vec<Finding>,
+) -> Action {
+    let name = vm.name.to_string();
+    // Report what the create cannot set; apply leaves out values it does not have.
+    let _ = without_secrets(
+        &name,
+        &config,
+        diff(&config, &BTreeMap::new()),
+        policy,
+        findings,
+    );
+    let record = Marker {
+        applied: Some(fingerprint.to_string()),
+        rebuild: vm.spec.rebuild.clone(),
+        prune: vm.spec.prune,
+    };
+    let user = vm.spec.description.as_deref().unwrap_or_default();
+    Action::Create {
+        record: marker::compose(user, &record),
+        disks: vm
+            .spec
+            .disks
+            .iter()
+            .map(|d| (d.slot.to_string(), d.size.bytes()))
+            .collect(),
+        name,
+        vmid: vm.vmid.map(|v| v.get()).or(vmid),
+        node: vm.node.to_string(),
+        clone: vm.spec.clone.clone(),
+        config,
+        start: vm.spec.power_state.unwrap_or_default() == PowerState::Running,
     }
+}
+
+/// Destroy `a` and create `vm` again under the same vmid (its `rebuild` token changed).
+fn rebuild_vm(
+    vm: &DesiredVm,
+    a: &ActualVm,
+    config: DesiredConfig,
+    fingerprint: &str,
+    policy: &Policy,
+    findings: &mut Vec<Finding>,
+) -> Vec<Action> {
+    let mut out = Vec::new();
+    if a.running {
+        out.push(Action::Stop {
+            vmid: a.vmid,
+            node: a.node.clone(),
+        });
+    }
+    out.push(Action::Delete {
+        vmid: a.vmid,
+        node: a.node.clone(),
+        name: a.name.clone(),
+    });
+    out.push(create(
+        vm,
+        config,
+        fingerprint,
+        Some(a.vmid),
+        policy,
+        findings,
+    ));
     out
 }
 
@@ -342,39 +563,7 @@ pub fn plan(desired: &DesiredState, actual: &[ActualVm], policy: &Policy) -> Pla
             plan_vm_config(vm, config, found, policy, &mut plan.findings),
         );
     }
-    let mut deletes = BTreeMap::new();
-    for a in actual
-        .iter()
-        .filter(|a| a.owned() && !a.template && !matched.contains(&a.vmid))
-    {
-        if let Some(lock) = a.lock() {
-            plan.findings.push(Finding::Locked {
-                name: a.name.clone(),
-                vmid: a.vmid,
-                lock: lock.to_string(),
-            });
-        } else if policy.prune && !a.protected() {
-            let mut steps = Vec::new();
-            if a.running {
-                steps.push(Action::Stop {
-                    vmid: a.vmid,
-                    node: a.node.clone(),
-                });
-            }
-            steps.push(Action::Delete {
-                vmid: a.vmid,
-                node: a.node.clone(),
-                name: a.name.clone(),
-            });
-            deletes.insert(a.name.clone(), steps);
-        } else {
-            plan.findings.push(Finding::Orphan {
-                vmid: a.vmid,
-                name: a.name.clone(),
-                protected: a.protected(),
-            });
-        }
-    }
+    let deletes = prune(actual, &matched, policy, &mut plan.findings);
     let deps = dependencies(desired);
     for vm in &desired.vms {
         let name = vm.name.as_str();

@@ -116,6 +116,7 @@ impl<'a> Checker<'a> {
                     self.need_node(to, name);
                 }
                 Action::Resize { .. }
+                | Action::Retire { .. }
                 | Action::Stop { .. }
                 | Action::Reboot { .. }
                 | Action::Delete { .. } => {}

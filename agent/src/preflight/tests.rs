@@ -105,6 +105,7 @@ fn create(node: &str, clone: Option<&str>, pairs: &[(&str, &str)]) -> Action {
         clone: clone.map(|c| serde_yaml::from_str(c).unwrap()),
         config,
         start: true,
+        record: String::new(),
     }
 }
 

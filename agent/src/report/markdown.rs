@@ -43,6 +43,20 @@ pub fn status_md(s: &ClusterStatus) -> String {
                 .unwrap_or_else(|| "; no window is scheduled".into())
         );
     }
+    if let Some(why) = &s.prune_refused {
+        let _ = writeln!(out, "> **Pruning refused:** {why}.\n");
+    }
+    if !s.drift.is_empty() {
+        let reported = s.drift.iter().filter(|d| d.action == "reported").count();
+        let _ = writeln!(
+            out,
+            "Drift: {} field{} changed outside pve-gitops, {} healed, {} reported. See [drift.md](drift.md).\n",
+            s.drift.len(),
+            if s.drift.len() == 1 { "" } else { "s" },
+            s.drift.len() - reported,
+            reported
+        );
+    }
     let not_synced = s
         .resources
         .iter()
@@ -88,6 +102,34 @@ pub fn errors_md(s: &ClusterStatus) -> Option<String> {
         out.push('\n');
     }
     out.push_str("```\n");
+    Some(out)
+}
+
+/// `drift.md`: every field changed behind the agent's back, with the declared and the
+/// found value; `None` when there is no drift.
+pub fn drift_md(s: &ClusterStatus) -> Option<String> {
+    if s.drift.is_empty() {
+        return None;
+    }
+    let mut out = format!(
+        "# Drift in {}\n\nFields changed outside pve-gitops since they were applied. `reported`: left as found (drift mode `report`); `healed`: set back to the manifests' value in this pass.\n\n",
+        s.cluster
+    );
+    out.push_str("| resource | vmid | field | desired | actual | action |\n");
+    out.push_str("|---|---|---|---|---|---|\n");
+    for d in &s.drift {
+        let _ = writeln!(
+            out,
+            "| {}/{} | {} | {} | {} | {} | {} |",
+            d.kind,
+            cell(&d.name),
+            d.vmid.map(|v| v.to_string()).unwrap_or_default(),
+            cell(&d.field),
+            cell(&d.desired),
+            cell(&d.actual),
+            d.action
+        );
+    }
     Some(out)
 }
 

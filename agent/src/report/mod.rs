@@ -1,7 +1,7 @@
 //! The status written back to the repository: per cluster directory on the status
 //! branch, `STATUS.md` (a table for people), `status.yaml` (for programs, see
-//! [`status::ClusterStatus`]), `inventory.yaml` (Ansible) and, while a revision is
-//! refused, `errors.md`.
+//! [`status::ClusterStatus`]), `inventory.yaml` (Ansible), while a revision is
+//! refused `errors.md`, and while something drifted `drift.md`.
 //!
 //! Rendering is pure and deterministic (no clock): the same cluster gives the same bytes,
 //! so the branch gets a commit only when something changed.
@@ -37,6 +37,9 @@ pub fn files(
     );
     if let Some(e) = markdown::errors_md(status) {
         out.insert("errors.md".into(), e);
+    }
+    if let Some(d) = markdown::drift_md(status) {
+        out.insert("drift.md".into(), d);
     }
     out
 }

@@ -39,6 +39,12 @@ pub struct ClusterStatus {
     /// A newer, valid revision whose changes wait for a sync window to open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<Waiting>,
+    /// Differences made behind the agent's back, as the last pass found them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<DriftEntry>,
+    /// Why the last pass deleted nothing it would have pruned (`maxDeleteShare`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune_refused: Option<String>,
 }
 
 /// Changes held back by the cluster's sync windows.
@@ -51,6 +57,22 @@ pub struct Waiting {
     /// When the next window opens (RFC 3339), if one is scheduled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_open: Option<String>,
+}
+
+/// One drifted field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftEntry {
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmid: Option<u32>,
+    /// `memory`, `net0.tag`, `powerState`, `vm` (the VM is missing)...
+    pub field: String,
+    pub desired: String,
+    pub actual: String,
+    /// `healed` (set back this pass) or `reported` (left as found).
+    pub action: String,
 }
 
 /// Which agent leads, as the status shows it.
@@ -128,6 +150,8 @@ pub enum Sync {
     Blocked,
     /// Owned, no longer declared, kept (pruning off or protected).
     Orphan,
+    /// Changed behind the agent's back and left so (drift mode `report`).
+    Drift,
 }
 
 impl Sync {
@@ -140,6 +164,7 @@ impl Sync {
             Sync::PendingReboot => "pending-reboot",
             Sync::Blocked => "blocked",
             Sync::Orphan => "orphan",
+            Sync::Drift => "drift",
         }
     }
 }
@@ -173,7 +198,12 @@ pub fn after_pass(cluster: &str, revision: &str, facts: &PassFacts<'_>) -> Clust
             let (sync, message) = sync_of(&name, facts);
             let running = vm.spec.power_state.unwrap_or_default() == PowerState::Running;
             let exists = actual.is_some() || facts.report.done.contains_key(&name);
+            // Gone, and nothing planned to bring it back: deleted behind the agent's back
+            // (drift reported or ignored), not a VM still to be created.
+            let planned = facts.plan.waves.iter().any(|w| w.contains_key(&name));
             let state = match (exists, sync) {
+                (false, Sync::Drift) => "missing",
+                (false, Sync::InSync) if !planned => "missing",
                 (false, _) => "absent",
                 (true, Sync::Failed | Sync::Skipped | Sync::Blocked) => match actual {
                     Some(a) if a.running => "running",
@@ -198,12 +228,7 @@ pub fn after_pass(cluster: &str, revision: &str, facts: &PassFacts<'_>) -> Clust
         })
         .collect();
     for f in &facts.plan.findings {
-        if let Finding::Orphan {
-            vmid,
-            name,
-            protected,
-        } = f
-        {
+        if let Finding::Orphan { vmid, name, kept } = f {
             resources.push(ResourceStatus {
                 kind: "VirtualMachine".into(),
                 name: name.clone(),
@@ -216,11 +241,7 @@ pub fn after_pass(cluster: &str, revision: &str, facts: &PassFacts<'_>) -> Clust
                 ip: None,
                 state: "kept".into(),
                 sync: Sync::Orphan,
-                message: Some(if *protected {
-                    "no longer declared; protected".into()
-                } else {
-                    "no longer declared; pruning is off".into()
-                }),
+                message: Some(format!("no longer declared; {}", kept.describe())),
                 labels: BTreeMap::new(),
             });
         }
@@ -236,7 +257,57 @@ pub fn after_pass(cluster: &str, revision: &str, facts: &PassFacts<'_>) -> Clust
         rejected: None,
         leader: None,
         waiting: None,
+        drift: drift_entries(facts),
+        prune_refused: facts.plan.findings.iter().find_map(|f| match f {
+            Finding::PruneRefused {
+                would_delete,
+                owned,
+                max_share,
+            } => Some(format!(
+                "pruning would delete {would_delete} of {owned} owned guests, more than maxDeleteShare {max_share}%: nothing was deleted"
+            )),
+            _ => None,
+        }),
     }
+}
+
+/// The drift the plan found; a heal that failed is reported, not healed.
+fn drift_entries(facts: &PassFacts<'_>) -> Vec<DriftEntry> {
+    let mut out: Vec<DriftEntry> = facts
+        .plan
+        .findings
+        .iter()
+        .filter_map(|f| match f {
+            Finding::Drift(d) => Some(d),
+            _ => None,
+        })
+        .map(|d| {
+            let healed = d.healed && !facts.report.failed.contains_key(&d.name);
+            DriftEntry {
+                kind: "VirtualMachine".into(),
+                name: d.name.clone(),
+                vmid: d.vmid,
+                field: d.field.clone(),
+                desired: d.desired.clone(),
+                actual: d.actual.clone(),
+                action: if healed { "healed" } else { "reported" }.into(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.name, &a.field).cmp(&(&b.name, &b.field)));
+    out
+}
+
+/// The VMs `status` saw existing (also the ones it reported missing: still drift, not
+/// new), so the next pass can tell a VM deleted behind the agent's back.
+pub fn existing(status: &ClusterStatus) -> std::collections::BTreeSet<String> {
+    status
+        .resources
+        .iter()
+        .filter(|r| r.kind == "VirtualMachine" && r.sync != Sync::Orphan)
+        .filter(|r| matches!(r.state.as_str(), "running" | "stopped" | "missing"))
+        .map(|r| r.name.clone())
+        .collect()
 }
 
 /// The previous status with a refused revision noted; resources stay as last applied.
@@ -279,6 +350,8 @@ fn empty(cluster: &str) -> ClusterStatus {
         rejected: None,
         leader: None,
         waiting: None,
+        drift: Vec::new(),
+        prune_refused: None,
     }
 }
 
@@ -311,6 +384,9 @@ fn sync_of(name: &str, facts: &PassFacts<'_>) -> (Sync, Option<String>) {
         Finding::WrongNode {
             name: n, actual, ..
         } if n == name => Some(format!("runs on {actual}; a running VM is not migrated")),
+        Finding::RebuildRefused { name: n, .. } if n == name => {
+            Some("rebuild token changed but the VM is protected; not rebuilt".into())
+        }
         _ => None,
     });
     if let Some(m) = blocked {
@@ -318,6 +394,24 @@ fn sync_of(name: &str, facts: &PassFacts<'_>) -> (Sync, Option<String>) {
     }
     if facts.report.done.contains_key(name) {
         return (Sync::Changed, None);
+    }
+    let reported: Vec<&str> = facts
+        .plan
+        .findings
+        .iter()
+        .filter_map(|f| match f {
+            Finding::Drift(d) if d.name == name && !d.healed => Some(d.field.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !reported.is_empty() {
+        return (
+            Sync::Drift,
+            Some(format!(
+                "changed outside pve-gitops: {} (see drift.md)",
+                reported.join(", ")
+            )),
+        );
     }
     let pending = facts.plan.findings.iter().find_map(|f| match f {
         Finding::PendingReboot { name: n, keys } if n == name => Some(keys.join(", ")),
@@ -345,7 +439,10 @@ fn counts(plan: &Plan, report: &Report) -> Counts {
             }
             if actions.iter().any(|a| matches!(a, Action::Create { .. })) {
                 c.created += 1;
-            } else if actions.iter().any(|a| matches!(a, Action::Delete { .. })) {
+            } else if actions
+                .iter()
+                .any(|a| matches!(a, Action::Delete { .. } | Action::Retire { .. }))
+            {
                 c.deleted += 1;
             } else {
                 c.updated += 1;

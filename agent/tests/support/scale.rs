@@ -12,7 +12,7 @@ use pve_gitops::apply::{ApplyOptions, Report};
 use pve_gitops::daemon::changes::VmList;
 use pve_gitops::daemon::sources::Directory;
 use pve_gitops::daemon::{Daemon, DaemonOptions, Outcome};
-use pve_gitops::plan::{Plan, Policy};
+use pve_gitops::plan::{Plan, Policy, PolicyOverrides};
 use serde_json::json;
 
 use super::control::Counters;
@@ -156,7 +156,7 @@ pub async fn idle_pass(pve: &FakePve, n: u32) -> Counters {
             resync: Duration::from_secs(3600),
             passes: None,
             state_dir: None,
-            policy: Policy::default(),
+            policy: PolicyOverrides::default(),
             apply: ApplyOptions::default(),
             clock: Default::default(),
         },

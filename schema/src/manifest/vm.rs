@@ -2,6 +2,7 @@
 //! `VirtualMachineSet`, and (in part) by `Template`.
 
 use super::common::{ExtraValue, PowerState, ResourceRef};
+use super::policy::DriftMode;
 use crate::ids::{Bridge, DiskSlot, Name, NodeName, PoolId, StorageId, Tag, VlanTag, Vmid};
 use crate::net::{Ipv4Assignment, Ipv6Assignment};
 use crate::secret::SecretRef;
@@ -74,9 +75,19 @@ pub struct VmSpec {
     /// Take over an existing VM with this vmid/name instead of refusing to touch it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopt: bool,
-    /// Change this token to destroy and recreate the VM (Terraform's `taint`).
+    /// Change this token to destroy and recreate the VM (Terraform's `taint`). The token
+    /// applied is recorded in the VM, so the rebuild happens once per change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebuild: Option<String>,
+    /// Drift handling for this VM: its `mode` overrides the `ClusterPolicy`'s, its
+    /// `ignoreFields` add to the cluster's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<ResourceDrift>,
+    /// Whether this VM may be deleted once it is no longer declared, over the
+    /// `ClusterPolicy`'s `prune.enabled`. Recorded in the VM, so it still counts after the
+    /// manifest is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<bool>,
     /// Health gate: what must be true before dependents start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_for: Option<WaitFor>,
@@ -500,4 +511,36 @@ pub enum OutputValue {
     Ipv6,
     Vmid,
     Node,
+}
+
+/// A resource's own drift settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResourceDrift {
+    /// `ignore`, `report` or `heal`; default: the `ClusterPolicy`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<DriftMode>,
+    /// Config paths never compared for drift, in addition to the cluster's: a `qm` key
+    /// (`description`, `cipassword`), one option of it (`net0.tag`, `net0.macaddr`), or
+    /// `powerState` / `node`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore_fields: Vec<String>,
+}
+
+/// The longest `rebuild` token: it is recorded in the VM's description.
+pub const MAX_REBUILD_TOKEN: usize = 64;
+
+/// Whether `path` is a drift field path: `key` or `key.option`, each of lower-case
+/// letters, digits, `_` and `-` (`powerState` is the one camel-case name).
+pub fn is_field_path(path: &str) -> bool {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    let mut parts = path.split('.');
+    let (Some(key), option, None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    part(key) && option.is_none_or(part)
 }

@@ -4,6 +4,7 @@ use super::Context;
 use crate::diag::{Diagnostic, Diagnostics, ErrorKind, Location};
 use crate::manifest::sdn::ZoneType;
 use crate::manifest::storage::DownloadContent;
+use crate::manifest::vm::{is_field_path, MAX_REBUILD_TOKEN};
 use crate::manifest::Spec;
 use std::collections::BTreeMap;
 
@@ -155,6 +156,32 @@ fn vms(ctx: &Context<'_>, diags: &mut Diagnostics) {
                     )
                     .with_hint("set `cloudInit.drive: ide0` (or another free slot)"),
                 );
+            }
+        }
+        if let Some(t) = &s.rebuild {
+            if t.is_empty()
+                || t.len() > MAX_REBUILD_TOKEN
+                || t.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                diags.push(Diagnostic::new(
+                    ErrorKind::InvalidValue,
+                    at("rebuild"),
+                    format!("{name}: a rebuild token is 1..={MAX_REBUILD_TOKEN} characters without spaces, e.g. a date `2025-06-01`"),
+                ));
+            }
+        }
+        if let Some(d) = &s.drift {
+            for (i, f) in d.ignore_fields.iter().enumerate() {
+                if !is_field_path(f) {
+                    diags.push(
+                        Diagnostic::new(
+                            ErrorKind::InvalidValue,
+                            at(&format!("drift.ignoreFields[{i}]")),
+                            format!("{name}: `{f}` is not a config field path"),
+                        )
+                        .with_hint("a `qm` key or `key.option`: `description`, `net0.macaddr`, `powerState`"),
+                    );
+                }
             }
         }
         for (i, h) in s.hostpci.iter().enumerate() {

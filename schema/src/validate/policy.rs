@@ -55,6 +55,21 @@ pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
                 ),
             ));
         }
+        for (i, f) in spec.drift.ignore_fields.iter().enumerate() {
+            if !crate::manifest::vm::is_field_path(f) {
+                diags.push(
+                    Diagnostic::new(
+                        ErrorKind::InvalidValue,
+                        ctx.locator
+                            .at(&doc.origin, &format!("spec.drift.ignoreFields[{i}]")),
+                        format!("`{f}` is not a config field path"),
+                    )
+                    .with_hint(
+                        "a `qm` key or `key.option`: `description`, `net0.macaddr`, `powerState`",
+                    ),
+                );
+            }
+        }
         for (i, w) in spec.sync_windows.iter().enumerate() {
             if let Err(e) = cron::Schedule::from_str(&w.schedule) {
                 diags.push(
