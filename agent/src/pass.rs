@@ -6,7 +6,7 @@
 //! kinds hook in here — observed in [`prepare`], applied in [`execute`] in the order their
 //! dependents need — so both commands and the daemon get them at once.
 
-use crate::apply::{allocate_vmids, apply, ApplyOptions, Report};
+use crate::apply::{allocate_vmids, apply_after, ApplyOptions, Report};
 use crate::observe::{observe, Observed};
 use crate::plan::{plan, Plan, Policy};
 use crate::preflight::{self, PreflightProblem};
@@ -21,6 +21,8 @@ pub struct Prepared {
     pub plan: Plan,
     /// `Err` when the cluster cannot take the plan: nothing may be applied.
     pub preflight: Result<(), Vec<PreflightProblem>>,
+    /// SDN, pools and firewalls: before the VMs, and after them.
+    pub cluster: crate::apply::cluster::ClusterPlan,
 }
 
 /// Observe, plan and check, without writing anything.
@@ -38,10 +40,14 @@ pub async fn prepare(
         .await
         .context("pre-flight: reading the cluster")?;
     let preflight = preflight::check(&plan, &facts);
+    let cluster = crate::apply::cluster::prepare(client, desired, policy)
+        .await
+        .context("observing SDN, pools and firewalls")?;
     Ok(Prepared {
         observed,
         plan,
         preflight,
+        cluster,
     })
 }
 
@@ -51,11 +57,18 @@ pub async fn execute(client: &PveClient, prepared: &Prepared, options: &ApplyOpt
         prepared.preflight.is_ok(),
         "execute after a failed pre-flight"
     );
-    apply(
+    use crate::apply::cluster;
+    let (plan, observed) = (&prepared.plan, &prepared.observed);
+    let before = cluster::before_vms(client, &prepared.cluster, plan, options).await;
+    let mut report = apply_after(client, plan, &observed.templates, options, before).await;
+    cluster::after_vms(
         client,
-        &prepared.plan,
-        &prepared.observed.templates,
+        &prepared.cluster,
+        plan,
+        &observed.vms,
         options,
+        &mut report,
     )
-    .await
+    .await;
+    report
 }

@@ -7,7 +7,10 @@
 //! when anything in the pass failed: nothing is destroyed while the cluster is not where
 //! the manifests want it.
 
+pub mod cluster;
 mod gate;
+pub mod pool;
+pub mod sdn;
 mod steps;
 mod vmids;
 
@@ -237,12 +240,26 @@ pub async fn apply(
     templates: &Templates,
     options: &ApplyOptions,
 ) -> Report {
-    let mut report = Report::default();
+    apply_after(client, plan, templates, options, Report::default()).await
+}
+
+/// Run `plan` after what `report` already holds: VMs it lists as skipped (a prerequisite
+/// such as their vnet failed) are not attempted, and neither are VMs that depend on them.
+pub async fn apply_after(
+    client: &PveClient,
+    plan: &Plan,
+    templates: &Templates,
+    options: &ApplyOptions,
+    mut report: Report,
+) -> Report {
     let cx = Arc::new(Context::new(options));
     for wave in &plan.waves {
         let mut tasks = tokio::task::JoinSet::new();
         for (name, actions) in wave {
             let rollout = plan.rollout.get(name).cloned();
+            if report.skipped.contains_key(name) {
+                continue;
+            }
             if let Some(reason) = skip_reason(&report, actions, rollout.as_ref()) {
                 report.skipped.insert(name.clone(), reason);
                 continue;
@@ -265,6 +282,14 @@ pub async fn apply(
         }
     }
     report
+}
+
+/// Whether this agent may still write (the leader election's gate, when there is one).
+pub(crate) fn may_write(options: &ApplyOptions) -> bool {
+    options
+        .gate
+        .as_ref()
+        .is_none_or(|g| g.may_write(std::time::Instant::now()))
 }
 
 /// Why a VM is not attempted, if it is not.

@@ -9,8 +9,10 @@
 
 pub mod actual;
 pub mod compare;
+pub mod pool;
 pub mod pveconfig;
 pub mod rollout;
+pub mod sdn;
 pub mod vm;
 
 pub use vm::{plan, Action, Finding, Plan, Policy, RebootPolicy};

@@ -27,6 +27,7 @@ pub mod lxc;
 pub mod options;
 pub mod qemu;
 pub mod retry;
+pub mod sdn;
 pub mod storage;
 pub mod task;
 pub mod tls;
