@@ -10,7 +10,8 @@ use pve_gitops::apply::cluster::{after_vms, before_vms, prepare, ClusterPlan};
 use pve_gitops::apply::{ApplyOptions, Report};
 use pve_gitops::plan::actual::ActualVm;
 use pve_gitops::plan::{Plan, Policy};
-use pve_gitops::pve::PveClient;
+use pve_gitops::pve::{Idempotency, Params, PveClient};
+use pve_gitops_schema::desired::DesiredVm;
 use pve_gitops_schema::{load, DesiredState, Repository};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -192,6 +193,139 @@ async fn failed_apply_is_retried_and_blocks_vms_on_the_vnet() {
     assert_eq!(sdn_state(&pve).await["applies"], 1);
 }
 
+/// The VMs in fakepve as if an earlier pass had made them, and as observation reports them.
+async fn create_vms(pve: &FakePve, vms: &[&DesiredVm]) -> Vec<ActualVm> {
+    let mut observed = Vec::new();
+    for vm in vms {
+        let vmid = vm.vmid.expect("declared vmid").get();
+        pve.control
+            .create_vm(json!({"vmid": vmid, "name": vm.name.as_str(), "node": vm.node.as_str()}))
+            .await;
+        observed.push(ActualVm {
+            vmid,
+            name: vm.name.to_string(),
+            node: vm.node.to_string(),
+            running: false,
+            template: false,
+            tags: Default::default(),
+            config: Default::default(),
+            pending: Default::default(),
+            digest: None,
+        });
+    }
+    observed
+}
+
+/// The comments of a rule table, in order.
+async fn comments(client: &PveClient, path: &str) -> Vec<String> {
+    let rules: Vec<Value> = client.get(path, &Params::new()).await.expect("rules");
+    rules
+        .iter()
+        .map(|r| r["comment"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Seed 001's firewalls: the datacenter firewall (options, aliases, IP sets, the `talos`
+/// group, node rules) and each Talos VM's (options, the group inserted), from empty and
+/// again with nothing to write; the rules enabled and in declared order below a rule an
+/// operator added by hand; one changed rule is one write.
+#[tokio::test]
+async fn seed_001_firewalls_converge_and_one_rule_change_is_one_write() {
+    let pve = fake!(Options {
+        nodes: vec!["pve01".into(), "pve02".into(), "pve03".into()],
+        time_scale: 0.0,
+    });
+    let client = pve.client();
+    // An operator's rule, there before the agent.
+    let _: Value = client
+        .post(
+            "/cluster/firewall/rules",
+            &Params::new()
+                .with("type", "in")
+                .with("action", "ACCEPT")
+                .with("macro", "Ping")
+                .with("enable", true)
+                .with("comment", "by hand"),
+            Idempotency::NotIdempotent,
+        )
+        .await
+        .unwrap();
+    let mut desired = example("001-talos-multicluster");
+    let sol: Vec<&DesiredVm> = desired
+        .vms
+        .iter()
+        .filter(|v| v.labels.get("cluster").map(String::as_str) == Some("sol"))
+        .collect();
+    let observed = create_vms(&pve, &sol).await;
+    let report = converge_twice(&pve, &desired, &observed).await;
+    assert!(
+        report.done.contains_key("Firewall/datacenter"),
+        "{report:?}"
+    );
+    assert!(report.done["Firewall/sol-cp"]
+        .iter()
+        .any(|d| d.starts_with("10111: create rule")));
+
+    let cluster = comments(&client, "/cluster/firewall/rules").await;
+    assert_eq!(
+        cluster,
+        [
+            "pve-gitops",
+            "pve-gitops: PVE web UI and API",
+            "pve-gitops: EVPN VXLAN",
+            "pve-gitops: EVPN BGP",
+            "by hand"
+        ]
+    );
+    let rules: Vec<Value> = client
+        .get("/cluster/firewall/rules", &Params::new())
+        .await
+        .unwrap();
+    assert!(rules.iter().all(|r| r["enable"] == 1), "{rules:?}");
+    let group = comments(&client, "/cluster/firewall/groups/talos").await;
+    assert_eq!(group.len(), 5);
+    assert_eq!(group[0], "pve-gitops: apid, trustd between nodes");
+    let vm: Vec<Value> = client
+        .get("/nodes/pve01/qemu/10121/firewall/rules", &Params::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (vm.len(), &vm[0]["type"], &vm[0]["action"]),
+        (1, &json!("group"), &json!("talos"))
+    );
+    let options: Value = client
+        .get("/nodes/pve01/qemu/10121/firewall/options", &Params::new())
+        .await
+        .unwrap();
+    assert_eq!(options["policy_in"], "DROP");
+    let entries: Vec<Value> = client
+        .get("/cluster/firewall/ipset/pve-nodes", &Params::new())
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 3);
+
+    // The second node rule's port changes.
+    let dc = desired
+        .firewalls
+        .iter_mut()
+        .find(|f| f.name.as_str() == "datacenter")
+        .unwrap();
+    dc.spec.rules[1].dport = Some("8007".into());
+    pve.control.reset_counters().await;
+    let (_, report) = objects_pass(&client, &desired, &observed).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    let c = pve.control.counters().await;
+    assert_eq!(c.writes, 1, "{:?}", c.by_path);
+    assert_eq!(c.path("PUT", "/cluster/firewall/rules/1"), 1);
+    assert_eq!(report.done["Firewall/datacenter"], ["update rule 1"]);
+    let rules: Vec<Value> = client
+        .get("/cluster/firewall/rules", &Params::new())
+        .await
+        .unwrap();
+    assert_eq!(rules[1]["dport"], "8007");
+    assert_eq!(rules[4]["comment"], "by hand");
+}
+
 /// Declared VMs join the pool they name; guests the manifests do not declare stay where
 /// they are.
 #[tokio::test]
@@ -212,24 +346,7 @@ async fn vms_join_their_pools() {
         })
         .collect();
     assert_eq!(members.len(), 6);
-    let mut observed = Vec::new();
-    for vm in &members {
-        let vmid = vm.vmid.expect("declared vmid").get();
-        pve.control
-            .create_vm(json!({"vmid": vmid, "name": vm.name.as_str(), "node": vm.node.as_str()}))
-            .await;
-        observed.push(ActualVm {
-            vmid,
-            name: vm.name.to_string(),
-            node: vm.node.to_string(),
-            running: false,
-            template: false,
-            tags: Default::default(),
-            config: Default::default(),
-            pending: Default::default(),
-            digest: None,
-        });
-    }
+    let observed = create_vms(&pve, &members).await;
     pve.control
         .create_vm(json!({"vmid": 999, "name": "foreign", "node": "pve01", "pool": "talos-sol"}))
         .await;

@@ -7,12 +7,18 @@
 //! exist. A VM whose vnet is not ready (its zone, itself or a subnet failed, or the SDN
 //! apply did) is skipped, with the reason, and so are the VMs that depend on it.
 
+use super::firewall::Digests;
 use super::{ApplyOptions, Report};
 use crate::plan::actual::ActualVm;
+use crate::plan::firewall::{plan_cluster_fw, FwStep};
 use crate::plan::pool::{plan_members, plan_pools, ActualPool, PoolStep, PoolWants};
 use crate::plan::sdn::{plan_sdn, SdnPlan};
 use crate::plan::{Action, Plan, Policy};
+use crate::pve::firewall::FwScope;
 use crate::pve::{PveClient, PveError};
+use pve_gitops_schema::desired::Named;
+use pve_gitops_schema::manifest::firewall::FirewallSpec;
+use pve_gitops_schema::manifest::Kind;
 use pve_gitops_schema::DesiredState;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,6 +29,8 @@ pub struct GuestFacts {
     pub vmid: Option<u32>,
     pub node: String,
     pub bridges: BTreeSet<String>,
+    /// The `VirtualMachineSet` it is a member of.
+    pub set: Option<String>,
 }
 
 /// The cluster objects' part of a pass: observed and planned before its first write.
@@ -33,12 +41,20 @@ pub struct ClusterPlan {
     pub pool_steps: Vec<PoolStep>,
     pub pool_wants: PoolWants,
     pub guests: Vec<GuestFacts>,
+    /// Per cluster `Firewall` (report key), its writes.
+    pub cluster_fw: Vec<(String, Vec<FwStep>)>,
+    /// Digests of the cluster firewall's lists as observed.
+    pub cluster_fw_digests: Digests,
+    /// `Firewall`s of guests: read and planned after the VMs exist.
+    pub guest_fw: Vec<Named<FirewallSpec>>,
 }
 
 impl ClusterPlan {
     /// Nothing to write before the VMs (membership and guest firewalls are planned after).
     pub fn is_empty(&self) -> bool {
-        self.sdn.is_empty() && self.pool_steps.is_empty()
+        self.sdn.is_empty()
+            && self.pool_steps.is_empty()
+            && self.cluster_fw.iter().all(|(_, s)| s.is_empty())
     }
 }
 
@@ -50,7 +66,27 @@ pub async fn prepare(
 ) -> Result<ClusterPlan, PveError> {
     let sdn = super::sdn::observe(client, desired).await?;
     let pools = super::pool::observe(client, desired).await?;
+    let (cluster_specs, guest_fw): (Vec<&Named<FirewallSpec>>, Vec<&Named<FirewallSpec>>) = desired
+        .firewalls
+        .iter()
+        .partition(|f| f.spec.target.is_none());
+    let mut cluster_fw_digests = Digests::new();
+    let actual_fw =
+        super::firewall::observe_cluster(client, &cluster_specs, &mut cluster_fw_digests).await?;
+    let cluster_fw = cluster_specs
+        .iter()
+        .map(|f| {
+            let (steps, ignored) = plan_cluster_fw(&f.spec, &actual_fw);
+            if !ignored.is_empty() {
+                tracing::warn!(firewall = %f.name, options = ?ignored, "options PVE has no place for on the cluster firewall are not set");
+            }
+            (format!("Firewall/{}", f.name), steps)
+        })
+        .collect();
     Ok(ClusterPlan {
+        cluster_fw,
+        cluster_fw_digests,
+        guest_fw: guest_fw.into_iter().cloned().collect(),
         sdn: plan_sdn(desired, &sdn, policy.prune),
         pool_steps: plan_pools(desired, &pools),
         pools,
@@ -68,6 +104,7 @@ pub async fn prepare(
                     .iter()
                     .map(|n| n.bridge.to_string())
                     .collect(),
+                set: v.member_of.as_ref().map(|m| m.set.to_string()),
             })
             .collect(),
     })
@@ -83,6 +120,20 @@ pub async fn before_vms(
 ) -> Report {
     let mut report = Report::default();
     let not_ready = super::sdn::execute(client, &cluster.sdn, options, &mut report).await;
+    let mut digests = cluster.cluster_fw_digests.clone();
+    for (resource, steps) in &cluster.cluster_fw {
+        let scope = FwScope::Cluster;
+        super::firewall::execute(
+            client,
+            resource,
+            &scope,
+            steps,
+            &mut digests,
+            options,
+            &mut report,
+        )
+        .await;
+    }
     super::pool::execute(client, &cluster.pool_steps, options, &mut report).await;
     let planned: BTreeSet<&str> = plan
         .waves
@@ -115,6 +166,57 @@ pub async fn after_vms(
     let vmids = existing_vmids(cluster, plan, observed, report);
     let members = plan_members(&cluster.pool_wants, &cluster.pools, &vmids);
     super::pool::execute(client, &members, options, report).await;
+    for fw in &cluster.guest_fw {
+        guest_firewall(client, cluster, fw, &vmids, options, report).await;
+    }
+}
+
+/// One guest `Firewall` on every guest it targets that exists and did not fail.
+async fn guest_firewall(
+    client: &PveClient,
+    cluster: &ClusterPlan,
+    fw: &Named<FirewallSpec>,
+    vmids: &BTreeMap<String, u32>,
+    options: &ApplyOptions,
+    report: &mut Report,
+) {
+    let resource = format!("Firewall/{}", fw.name);
+    let Some(target) = &fw.spec.target else {
+        return;
+    };
+    let guests: Vec<&GuestFacts> = cluster
+        .guests
+        .iter()
+        .filter(|g| match target.kind {
+            Kind::VirtualMachine => g.name == target.name.as_str(),
+            Kind::VirtualMachineSet => g.set.as_deref() == Some(target.name.as_str()),
+            _ => false,
+        })
+        .collect();
+    if guests.is_empty() {
+        report.skipped.insert(
+            resource,
+            format!("{target}: only VM firewalls are applied for now"),
+        );
+        return;
+    }
+    for g in guests {
+        let not_ready = report.failed.contains_key(&g.name) || report.skipped.contains_key(&g.name);
+        let Some(&vmid) = vmids.get(&g.name).filter(|_| !not_ready) else {
+            report
+                .skipped
+                .insert(resource.clone(), format!("VM {} is not ready", g.name));
+            continue;
+        };
+        let scope = FwScope::Vm {
+            node: g.node.clone(),
+            vmid,
+        };
+        super::firewall::reconcile_guest(client, fw, scope, options, report).await;
+        if report.failed.contains_key(&resource) {
+            return;
+        }
+    }
 }
 
 /// Declared VM name → vmid, for the VMs that exist now: observed before the pass, or

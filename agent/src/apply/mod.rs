@@ -8,6 +8,7 @@
 //! the manifests want it.
 
 pub mod cluster;
+pub mod firewall;
 mod gate;
 pub mod pool;
 pub mod sdn;

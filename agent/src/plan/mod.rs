@@ -9,6 +9,7 @@
 
 pub mod actual;
 pub mod compare;
+pub mod firewall;
 pub mod pool;
 pub mod pveconfig;
 pub mod rollout;

@@ -143,7 +143,12 @@ fn converged_and_applied_is_empty() {
 fn table_of_changes() {
     type Edit = fn(&mut ActualSdn);
     /// What, the change to PVE's state, the steps (resource, op), whether to apply.
-    type Case = (&'static str, Edit, &'static [(&'static str, &'static str)], bool);
+    type Case = (
+        &'static str,
+        Edit,
+        &'static [(&'static str, &'static str)],
+        bool,
+    );
     let cases: &[Case] = &[
         (
             "one subnet option differs: only that subnet, only that key",

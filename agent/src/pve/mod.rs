@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod config;
 pub mod de;
 pub mod error;
+pub mod firewall;
 pub mod form;
 pub mod guest_agent;
 pub mod limits;
