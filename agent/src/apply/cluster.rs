@@ -259,3 +259,68 @@ fn existing_vmids(
         })
         .collect()
 }
+
+/// The cluster objects' part of a plan as an operator reads it: one line per change or
+/// finding (guest firewalls and membership are planned when the VMs exist).
+pub fn describe(cluster: &ClusterPlan) -> String {
+    use crate::plan::firewall::RuleStep;
+    use crate::plan::sdn::{SdnFinding, SdnOp};
+    let mut out = Vec::new();
+    for s in &cluster.sdn.steps {
+        out.push(match &s.op {
+            SdnOp::Create(_) => format!("+ {}: create {}", s.resource, s.id),
+            SdnOp::Update { set, delete } => {
+                let keys: Vec<&str> = set
+                    .keys()
+                    .map(String::as_str)
+                    .chain(delete.iter().map(String::as_str))
+                    .collect();
+                format!("~ {}: {}", s.resource, keys.join(", "))
+            }
+            SdnOp::Delete => format!("- {}: delete {}", s.resource, s.id),
+        });
+    }
+    for r in &cluster.sdn.pending {
+        out.push(format!("~ {r}: staged, not applied yet"));
+    }
+    if cluster.sdn.apply {
+        out.push("~ SDN: apply (PUT /cluster/sdn)".into());
+    }
+    for f in &cluster.sdn.findings {
+        out.push(match f {
+            SdnFinding::ZoneTypeChange {
+                resource,
+                actual,
+                desired,
+            } => format!("! {resource}: is {actual}, declared {desired}: a zone's type cannot change in place"),
+            SdnFinding::Orphan { resource } => {
+                format!("! {resource}: not declared; kept (pruning is off)")
+            }
+        });
+    }
+    for (resource, steps) in &cluster.cluster_fw {
+        let writes: usize = steps
+            .iter()
+            .map(|s| match s {
+                FwStep::Rules { steps, .. } => steps
+                    .iter()
+                    .filter(|r| !matches!(r, RuleStep::Move { .. }))
+                    .count(),
+                _ => 1,
+            })
+            .sum();
+        if writes > 0 {
+            out.push(format!("~ {resource}: {writes} change(s)"));
+        }
+    }
+    for s in &cluster.pool_steps {
+        out.push(match s {
+            PoolStep::Create { pool, .. } => format!("+ Pool/{pool}: create"),
+            PoolStep::Comment { pool, comment } => format!("~ Pool/{pool}: comment {comment:?}"),
+            PoolStep::Join { pool, vmids } | PoolStep::Leave { pool, vmids } => {
+                format!("~ Pool/{pool}: members {vmids:?}")
+            }
+        });
+    }
+    out.into_iter().map(|l| l + "\n").collect()
+}
