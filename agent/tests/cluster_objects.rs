@@ -361,3 +361,78 @@ async fn vms_join_their_pools() {
         json!([999, 10111, 10112, 10113, 10121, 10122, 10123])
     );
 }
+
+/// Seed 004 end to end: the SDN before the VMs, the VMs on its vnet with their labels as
+/// PVE tags (`role-cpl`, `provider-proxmox`, beside the ownership tag).
+#[tokio::test]
+async fn seed_004_vms_get_label_tags_on_the_vnet() {
+    let pve = fake!(Options {
+        nodes: vec!["pve".into()],
+        time_scale: 0.0,
+    });
+    let control = &pve.control;
+    for storage in ["nvme", "ssd", "hdd"] {
+        control.ceph(json!({ "add_storage": storage })).await;
+    }
+    // The seed's one server is large; fakepve's default node is not.
+    let tib = 1u64 << 40;
+    control
+        .post(
+            "/capacity",
+            json!({"nodes": {"maxcpu": 32, "maxmem": 512u64 << 30, "mem": 0},
+                   "storages": {"nvme": 4 * tib, "ssd": 4 * tib, "hdd": 16 * tib}}),
+        )
+        .await;
+    control.create_template(9000, "pve", "nvme").await;
+    control.guest_agents(json!({})).await;
+    let desired = example("004-tiered-storage");
+    let client = pve.client();
+    let policy = Policy::default();
+    let prepared = pve_gitops::pass::prepare(&client, &desired, &policy)
+        .await
+        .expect("prepare");
+    assert!(prepared.preflight.is_ok(), "{:?}", prepared.preflight);
+    let report = pve_gitops::pass::execute(&client, &prepared, &ApplyOptions::default()).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    for vm in &desired.vms {
+        let got = control.vm(vm.vmid.unwrap().get()).await.expect("created");
+        let tags = got["config"]["tags"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let role = &vm.labels["role"];
+        for want in [
+            format!("role-{role}"),
+            "provider-proxmox".into(),
+            "pve-gitops".into(),
+        ] {
+            assert!(tags.split(';').any(|t| t == want), "{}: {tags}", vm.name);
+        }
+        assert!(text_of(&got["config"]["net0"]).contains("bridge=ecomanet"));
+    }
+    // The vnet was applied before the first VM was cloned onto it.
+    let requests = control.requests(100_000).await;
+    let first = |what: &dyn Fn(&(String, String, String)) -> bool| {
+        requests.iter().position(what).expect("request made")
+    };
+    let applied = first(&|(m, p, _)| m == "PUT" && p.ends_with("/cluster/sdn"));
+    let cloned = first(&|(m, p, _)| m == "POST" && p.ends_with("/clone"));
+    assert!(applied < cloned, "apply #{applied}, first clone #{cloned}");
+
+    control.reset_counters().await;
+    let again = pve_gitops::pass::prepare(&client, &desired, &policy)
+        .await
+        .expect("prepare");
+    assert!(
+        again.plan.is_empty() && again.cluster.is_empty(),
+        "{:?}",
+        again.plan
+    );
+    let report = pve_gitops::pass::execute(&client, &again, &ApplyOptions::default()).await;
+    assert!(report.done.is_empty(), "{report:?}");
+    assert_eq!(control.counters().await.writes, 0);
+}
+
+fn text_of(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
