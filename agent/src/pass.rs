@@ -21,6 +21,8 @@ pub struct Prepared {
     pub plan: Plan,
     /// Downloads, templates, snippet files and containers.
     pub kinds: crate::kinds::KindsPlan,
+    /// SDN, pools and firewalls: before the VMs, and after them.
+    pub cluster: crate::apply::cluster::ClusterPlan,
     /// `Err` when the cluster cannot take the plan: nothing may be applied.
     pub preflight: Result<(), Vec<PreflightProblem>>,
 }
@@ -42,6 +44,7 @@ pub async fn prepare(
     let facts = preflight::gather(client, &plan, &observed)
         .await
         .context("pre-flight: reading the cluster")?;
+    // Templates this pass builds are not missing.
     let preflight = preflight::check(&plan, &facts).or_else(|p| {
         let p = crate::kinds::excuse(&kinds, p);
         if p.is_empty() {
@@ -50,42 +53,55 @@ pub async fn prepare(
             Err(p)
         }
     });
+    let cluster = crate::apply::cluster::prepare(client, desired, policy)
+        .await
+        .context("observing SDN, pools and firewalls")?;
     Ok(Prepared {
         observed,
         plan,
         kinds,
+        cluster,
         preflight,
     })
 }
 
-/// Apply a prepared plan whose pre-flight passed.
+/// Apply a prepared plan whose pre-flight passed, in the order dependents need: SDN,
+/// cluster firewall and pools; downloads, templates and snippet files; the VMs;
+/// containers; then pool membership and guest firewalls. A prerequisite that fails
+/// skips the guests that need it (and their dependents).
 pub async fn execute(client: &PveClient, prepared: &Prepared, options: &ApplyOptions) -> Report {
     debug_assert!(
         prepared.preflight.is_ok(),
         "execute after a failed pre-flight"
     );
+    use crate::apply::cluster;
+    let plan = &prepared.plan;
+    let mut report = cluster::before_vms(client, &prepared.cluster, plan, options).await;
     let mut templates = prepared.observed.templates.clone();
-    let (report, blocked) = crate::kinds::before_vms(
-        client,
-        &prepared.kinds,
-        &prepared.plan,
-        &mut templates,
-        options,
-    )
-    .await;
-    let mut report = blocked.iter().fold(report, |mut r, (vm, why)| {
-        r.skipped.insert(vm.clone(), why.clone());
-        r
-    });
+    let (kinds_report, blocked) =
+        crate::kinds::before_vms(client, &prepared.kinds, plan, &mut templates, options).await;
+    report.done.extend(kinds_report.done);
+    report.failed.extend(kinds_report.failed);
+    report.skipped.extend(kinds_report.skipped);
+    report.skipped.extend(blocked.clone());
     report = apply_continuing(
         client,
-        &crate::kinds::without(&prepared.plan, &blocked),
+        &crate::kinds::without(plan, &blocked),
         &templates,
         options,
         report,
     )
     .await;
     crate::kinds::after_vms(client, &prepared.kinds, options, &mut report).await;
+    cluster::after_vms(
+        client,
+        &prepared.cluster,
+        plan,
+        &prepared.observed.vms,
+        options,
+        &mut report,
+    )
+    .await;
     report
 }
 

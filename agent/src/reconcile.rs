@@ -201,14 +201,25 @@ pub fn plan_command(dir: &Path, conn: &Connection, p: &PolicyArgs, s: &SecretArg
     };
     let client = client(conn)?;
     let policy = policy(p, &revision);
-    let plan = runtime()?.block_on(async {
+    let (plan, cluster) = runtime()?.block_on(async {
         let observed = observe(&client, &revision.desired)
             .await
             .context("observing the cluster")?;
-        anyhow::Ok(plan(&revision.desired, &observed.vms, &policy))
+        let cluster = crate::apply::cluster::prepare(&client, &revision.desired, &policy)
+            .await
+            .context("observing SDN, pools and firewalls")?;
+        anyhow::Ok((plan(&revision.desired, &observed.vms, &policy), cluster))
     })?;
-    print!("{}", describe(&plan));
-    Ok(if plan.is_empty() { 0 } else { EXIT_CHANGES })
+    let objects = crate::apply::cluster::describe(&cluster);
+    print!("{objects}");
+    if objects.is_empty() || !plan.is_empty() {
+        print!("{}", describe(&plan));
+    }
+    Ok(if plan.is_empty() && cluster.is_empty() {
+        0
+    } else {
+        EXIT_CHANGES
+    })
 }
 
 /// The outcome of an apply as lines for the terminal.
@@ -280,6 +291,7 @@ pub fn apply_command(
             }
             (Ok(()), _) => Ok(crate::pass::execute(&client, &prepared, &options).await),
         };
+        print!("{}", crate::apply::cluster::describe(&prepared.cluster));
         anyhow::Ok((prepared.plan, outcome))
     })?;
     print!("{}", describe(&plan));

@@ -47,6 +47,7 @@ from fakepve.lxc import format_size
 from fakepve.qemu import is_cdrom, join_drive, split_drive, volume_ref
 from fakepve.routing import check_digest, param_error
 from fakepve.server import API
+from sdn import SdnApi, sdn_control
 
 import images
 
@@ -61,7 +62,7 @@ UNITS = {'': 1, 'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3, 'T': 1024 ** 4}
 SHARED_TYPES = ('rbd', 'cephfs', 'nfs', 'cifs', 'glusterfs', 'iscsi', 'iscsidirect', 'pbs')
 
 
-class CountingPve(images.ImagesMixin, access.AccessState, clock.NodeClock, FakePve):
+class CountingPve(SdnApi, images.ImagesMixin, access.AccessState, clock.NodeClock, FakePve):
     """FakePve that counts every request it records, per schema endpoint and per concrete path."""
 
     def __init__(self, *args, **kwargs):
@@ -309,6 +310,7 @@ async def body_of(request):
 def control_app(pve):
     """The control API. Every answer is JSON; errors are {"error": "..."} with status 400 or 404."""
     routes = web.RouteTableDef()
+    sdn_control(routes, pve)
 
     @routes.get('/counters')
     async def counters(request):

@@ -7,7 +7,11 @@
 //! when anything in the pass failed: nothing is destroyed while the cluster is not where
 //! the manifests want it.
 
+pub mod cluster;
+pub mod firewall;
 mod gate;
+pub mod pool;
+pub mod sdn;
 mod steps;
 mod vmids;
 
@@ -270,6 +274,9 @@ pub async fn apply_continuing(
         let mut tasks = tokio::task::JoinSet::new();
         for (name, actions) in wave {
             let rollout = plan.rollout.get(name).cloned();
+            if report.skipped.contains_key(name) {
+                continue;
+            }
             if let Some(reason) = skip_reason(&report, actions, rollout.as_ref()) {
                 report.skipped.insert(name.clone(), reason);
                 continue;
@@ -292,6 +299,14 @@ pub async fn apply_continuing(
         }
     }
     report
+}
+
+/// Whether this agent may still write (the leader election's gate, when there is one).
+pub(crate) fn may_write(options: &ApplyOptions) -> bool {
+    options
+        .gate
+        .as_ref()
+        .is_none_or(|g| g.may_write(std::time::Instant::now()))
 }
 
 /// Why a VM is not attempted, if it is not.

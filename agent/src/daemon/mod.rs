@@ -335,11 +335,18 @@ impl Daemon {
         };
         let report = crate::pass::execute(&self.client, &prepared, &options).await;
         drop(window);
-        let crate::pass::Prepared { observed, plan, .. } = prepared;
+        let crate::pass::Prepared {
+            observed,
+            plan,
+            cluster,
+            ..
+        } = prepared;
+        // SDN, firewalls or pools had writes: the next pass checks they took.
         let busy = plan
             .findings
             .iter()
-            .any(|f| matches!(f, Finding::Locked { .. }));
+            .any(|f| matches!(f, Finding::Locked { .. }))
+            || !cluster.is_empty();
         if let (true, false, Some(vmlist)) = (plan.is_empty(), busy, vmlist) {
             self.settled = Some(Settled {
                 revision: revision.clone(),

@@ -14,11 +14,14 @@
 pub mod actual;
 pub mod compare;
 pub mod drift;
+pub mod firewall;
 pub mod marker;
 pub mod policy;
+pub mod pool;
 pub mod prune;
 pub mod pveconfig;
 pub mod rollout;
+pub mod sdn;
 pub mod vm;
 
 pub use drift::Drift;

@@ -10,6 +10,7 @@ pub mod branch;
 pub mod inventory;
 pub mod local;
 pub mod markdown;
+pub mod objects;
 pub mod status;
 
 use status::{ClusterStatus, Counts};

@@ -246,6 +246,7 @@ pub fn after_pass(cluster: &str, revision: &str, facts: &PassFacts<'_>) -> Clust
             });
         }
     }
+    resources.extend(super::objects::resources(facts.desired, facts.report));
     resources.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
     ClusterStatus {
         api_version: "pve-gitops/v1alpha1".into(),
@@ -449,5 +450,6 @@ fn counts(plan: &Plan, report: &Report) -> Counts {
             }
         }
     }
+    super::objects::count(report, &mut c);
     c
 }
