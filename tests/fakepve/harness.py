@@ -44,6 +44,7 @@ from fakepve.lxc import format_size
 from fakepve.qemu import is_cdrom, join_drive, split_drive, volume_ref
 from fakepve.routing import check_digest, param_error
 from fakepve.server import API
+from hang import HangMixin, add_hang_routes
 
 TOKEN_ID = 'root@pam!test'
 # VM attributes the control API may set (FakeVm fields, see fakepve/model.py).
@@ -56,7 +57,7 @@ UNITS = {'': 1, 'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3, 'T': 1024 ** 4}
 SHARED_TYPES = ('rbd', 'cephfs', 'nfs', 'cifs', 'glusterfs', 'iscsi', 'iscsidirect', 'pbs')
 
 
-class CountingPve(FakePve):
+class CountingPve(HangMixin, FakePve):
     """FakePve that counts every request it records, per schema endpoint and per concrete path."""
 
     def __init__(self, *args, **kwargs):
@@ -511,6 +512,7 @@ def control_app(pve):
             return json_error(404, 'no task')
         return web.json_response(record)
 
+    add_hang_routes(routes, pve)
     app = web.Application()
     app.add_routes(routes)
     return app
