@@ -555,3 +555,77 @@ async fn events_carry_cluster_commit_resource_action_and_upid() {
     assert_eq!(summary["commit"], revision);
     drop(dir);
 }
+
+#[tokio::test]
+async fn git_fetch_errors_are_counted() {
+    let pve = fake!(Options {
+        time_scale: 0.0,
+        ..Options::default()
+    });
+    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let remote = support::git::GitRemote::new();
+    remote.write("web.yaml", manifests(1));
+    remote.commit("one VM");
+    remote.push("main");
+    let scratch = remote.scratch("agent");
+    let token = scratch.join("token");
+    std::fs::write(
+        &token,
+        format!("{}={}\n", pve.info.token_id, pve.info.token_secret),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pve-gitops"))
+        .arg("run")
+        .arg("--repo")
+        .arg(remote.url())
+        .arg("--cache")
+        .arg(scratch.join("cache"))
+        .arg("--state-dir")
+        .arg(scratch.join("state"))
+        .args(["--no-lease", "--node", "pve1", "--api-url", &pve.base_url()])
+        .arg("--token-file")
+        .arg(&token)
+        .arg("--ca-file")
+        .arg(&pve.info.ca_file)
+        .arg("--vmlist")
+        .arg(scratch.join("no-vmlist"))
+        .args(["--interval", "200ms", "--metrics-listen", "127.0.0.1:0"])
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let log = stderr_lines(&mut child);
+    let _running = Running(child);
+    let listening = next_line(&log, "the metrics listener", |l| {
+        l.contains("metrics listening on http://")
+    });
+    let addr = listening
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .unwrap()
+        .to_string();
+    next_line(&log, "the first pass", |l| {
+        l.contains("reconciled") && l.contains("changed=1")
+    });
+    let errors = |addr: &str| {
+        let (_, _, body) = http_get(addr, "/metrics");
+        samples(&body)[&(
+            "pve_gitops_git_fetch_errors_total".to_string(),
+            String::new(),
+        )]
+    };
+    assert_eq!(errors(&addr), 0.0);
+
+    // The remote goes away: every poll fails, the last good head is kept, each failure
+    // counted.
+    let moved = remote.bare.with_extension("moved");
+    std::fs::rename(&remote.bare, &moved).unwrap();
+    next_line(&log, "a failed fetch", |l| l.contains("keeping"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while errors(&addr) < 2.0 {
+        assert!(Instant::now() < deadline, "fetch errors not counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::rename(&moved, &remote.bare).unwrap();
+}
