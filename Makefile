@@ -41,7 +41,7 @@ clean:
 ## The Debian package (target/debian/pve-gitops_<version>_<arch>.deb) with cargo-deb,
 ## from [package.metadata.deb] in agent/Cargo.toml and packaging/. Release build. The man
 ## pages and completions are generated from the CLI into $(DEB_ASSETS) first.
-DEB_ASSETS := target/assets
+DEB_ASSETS := build/deb-assets
 deb:
 	@command -v cargo-deb >/dev/null 2>&1 || { \
 	  echo "make deb: cargo-deb is not installed; running 'cargo install cargo-deb --locked' (once, a few minutes)"; \
