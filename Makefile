@@ -39,11 +39,17 @@ clean:
 .PHONY: deb deb-check
 
 ## The Debian package (target/debian/pve-gitops_<version>_<arch>.deb) with cargo-deb,
-## from [package.metadata.deb] in agent/Cargo.toml and packaging/. Release build.
+## from [package.metadata.deb] in agent/Cargo.toml and packaging/. Release build. The man
+## pages and completions are generated from the CLI into $(DEB_ASSETS) first.
+DEB_ASSETS := build/deb-assets
 deb:
 	@command -v cargo-deb >/dev/null 2>&1 || { \
 	  echo "make deb: cargo-deb is not installed; running 'cargo install cargo-deb --locked' (once, a few minutes)"; \
 	  $(CARGO) install cargo-deb --locked; }
+	rm -rf $(DEB_ASSETS)
+	$(CARGO) run --release -q -p pve-gitops -- generate man $(DEB_ASSETS)/man
+	$(CARGO) run --release -q -p pve-gitops -- generate completions bash $(DEB_ASSETS)/completions
+	$(CARGO) run --release -q -p pve-gitops -- generate completions zsh $(DEB_ASSETS)/completions
 	$(CARGO) deb -p pve-gitops
 
 ## The unit (systemd-analyze verify, security exposure) and the package (lintian, file

@@ -98,6 +98,25 @@ pub enum Command {
     ///
     /// Exit status 0 when every check passes, 1 otherwise.
     Doctor(DoctorArgs),
+    /// Write the man pages or shell completions (for packaging).
+    #[command(subcommand, hide = true)]
+    Generate(GenerateCommand),
+}
+
+/// `pve-gitops generate` (hidden: `make deb` runs it).
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// The man pages: pve-gitops.1 and one per subcommand.
+    Man {
+        /// Where to write them.
+        dir: PathBuf,
+    },
+    /// The completion script for a shell.
+    Completions {
+        shell: clap_complete::Shell,
+        /// Where to write it.
+        dir: PathBuf,
+    },
 }
 
 /// `pve-gitops init`.
@@ -186,6 +205,11 @@ pub struct RunArgs {
     /// The webhook's shared secret (HMAC key, or GitLab's token).
     #[arg(long)]
     pub webhook_secret_file: Option<PathBuf>,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, or `off`. Loopback by
+    /// default; e.g. `0.0.0.0:9596` for a Prometheus on another host.
+    #[arg(long, default_value = crate::telemetry::metrics::DEFAULT_LISTEN,
+          value_parser = crate::telemetry::metrics::parse_listen)]
+    pub metrics_listen: crate::telemetry::metrics::Listen,
     /// Where the last status is kept for `pve-gitops status`.
     #[arg(long, default_value = crate::report::local::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,

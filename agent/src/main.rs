@@ -2,7 +2,7 @@
 //! exit code. Everything else lives in the library.
 
 use clap::Parser;
-use pve_gitops::cli::{Cli, Command, SecretsCommand};
+use pve_gitops::cli::{Cli, Command, GenerateCommand, SecretsCommand};
 use pve_gitops::commands;
 
 fn main() {
@@ -29,7 +29,7 @@ fn main() {
             pve_gitops::reconcile::apply_command(&dir, &connection, &policy, &apply, &secrets, now)
         }
         Command::Run(args) => {
-            init_logging();
+            pve_gitops::telemetry::journal::init_logging();
             pve_gitops::reconcile::run_command(*args)
         }
         Command::Status { state_dir } => commands::status(&state_dir),
@@ -41,6 +41,10 @@ fn main() {
         }
         Command::Init(args) => pve_gitops::init::init_command(&args),
         Command::Doctor(args) => pve_gitops::doctor::doctor_command(&args),
+        Command::Generate(GenerateCommand::Man { dir }) => pve_gitops::generate::man_command(&dir),
+        Command::Generate(GenerateCommand::Completions { shell, dir }) => {
+            pve_gitops::generate::completions_command(shell, &dir)
+        }
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -49,15 +53,4 @@ fn main() {
             std::process::exit(2);
         }
     }
-}
-
-/// Logs to stderr (journald captures it under systemd), `info` unless `RUST_LOG` says.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }

@@ -334,7 +334,7 @@ pub fn describe_preflight(problems: &[PreflightProblem]) -> String {
 /// `pve-gitops run`: the daemon loop until SIGTERM or SIGINT.
 pub fn run_command(args: RunArgs) -> Result<i32> {
     use crate::config::watch::{ConfigFile, Reloader};
-    use crate::daemon::{changes::VmList, run, watch, Daemon};
+    use crate::daemon::{changes::VmList, run_as_service, service::Service, watch, Daemon};
     // The config file (if any) under the command line; the file is followed while running.
     let base = args.clone();
     let explicit = crate::config::overlay::explicit_flags(std::env::args_os());
@@ -364,6 +364,9 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
         )
     });
     let vmlist = args.vmlist.clone();
+    let metrics_listen = args.metrics_listen;
+    // Read before the runtime starts threads: systemd's NOTIFY_SOCKET and WATCHDOG_USEC.
+    let notifier = crate::telemetry::notify::Notifier::from_env();
     let webhook = match (&args.webhook_listen, &args.webhook_secret_file) {
         (Some(addr), Some(file)) => {
             let secret = std::fs::read(file)
@@ -391,14 +394,23 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
                 .await
                 .with_context(|| format!("webhook receiver on {addr}"))?;
         }
+        // /metrics is worth a log line, not a refusal to reconcile (a port taken by
+        // another exporter must not stop the agent).
+        if let Some(addr) = metrics_listen.0 {
+            if let Err(e) = crate::telemetry::metrics::serve(addr).await {
+                tracing::error!(%addr, "cannot serve /metrics: {e}; running without metrics");
+            }
+        }
         tracing::info!(cluster = %options.cluster, node = %options.node, interval = ?options.interval, "starting");
         let (lease, leadership) = crate::daemon::leader::start(&lease_args)?;
-        let mut daemon = Daemon::new(parts.client, parts.manifests, Box::new(VmList(vmlist)), options)
+        let service = Service::new(notifier, leadership.clone());
+        let manifests = service.announce(parts.manifests);
+        let mut daemon = Daemon::new(parts.client, manifests, Box::new(VmList(vmlist)), options)
             .with_leadership(leadership);
         if let Some(reload) = reload {
             daemon = daemon.with_reload(Box::new(reload));
         }
-        run(daemon, wake, shutdown_signal()).await;
+        run_as_service(daemon, wake, shutdown_signal(), service).await;
         // The passes have stopped writing: hand the lock over.
         if let Some(lease) = lease {
             lease.release();

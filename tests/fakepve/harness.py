@@ -50,6 +50,7 @@ from fakepve.server import API
 from sdn import SdnApi, sdn_control
 
 import images
+from hang import HangMixin, add_hang_routes
 
 TOKEN_ID = 'root@pam!test'
 # VM attributes the control API may set (FakeVm fields, see fakepve/model.py).
@@ -62,7 +63,7 @@ UNITS = {'': 1, 'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3, 'T': 1024 ** 4}
 SHARED_TYPES = ('rbd', 'cephfs', 'nfs', 'cifs', 'glusterfs', 'iscsi', 'iscsidirect', 'pbs')
 
 
-class CountingPve(SdnApi, images.ImagesMixin, access.AccessState, clock.NodeClock, FakePve):
+class CountingPve(HangMixin, SdnApi, images.ImagesMixin, access.AccessState, clock.NodeClock, FakePve):
     """FakePve that counts every request it records, per schema endpoint and per concrete path."""
 
     def __init__(self, *args, **kwargs):
@@ -521,6 +522,7 @@ def control_app(pve):
     images.control_routes(routes, pve)
     access.control_routes(pve, routes)
     clock.control_routes(pve, routes)
+    add_hang_routes(routes, pve)
     app = web.Application()
     app.add_routes(routes)
     return app

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the .deb that `make deb` built:
 #   1. lintian reports nothing (overrides, each justified, ship in the package);
-#   2. the file list holds the binary, the unit, the conffile, docs, changelog, copyright;
+#   2. the file list holds the binary, the unit, the conffile, docs, changelog, copyright,
+#      man pages and bash/zsh completions;
 #   3. a lifecycle in a throwaway Debian root: install (enabled, not started), upgrade
 #      (a running service is restarted, an edited conffile kept), remove (stopped; config
 #      and state kept), purge (state gone, /etc/pve untouched).
@@ -46,7 +47,11 @@ for path in \
     /usr/share/doc/pve-gitops/manifests.md \
     /usr/share/doc/pve-gitops/changelog.Debian.gz \
     /usr/share/doc/pve-gitops/copyright \
-    /usr/share/doc/pve-gitops/examples/000-hashicorp-cluster/managers.yaml; do
+    /usr/share/doc/pve-gitops/examples/000-hashicorp-cluster/managers.yaml \
+    /usr/share/man/man1/pve-gitops.1.gz \
+    /usr/share/man/man1/pve-gitops-run.1.gz \
+    /usr/share/bash-completion/completions/pve-gitops \
+    /usr/share/zsh/vendor-completions/_pve-gitops; do
     printf '%s\n' "$list" | grep -qxF "$path" || fail "$path is not in the package"
 done
 printf '%s\n' "$list" | grep -q '^/etc/pve' && fail "the package ships files under /etc/pve"

@@ -47,6 +47,8 @@ pub async fn wait_ready(
         let mut backoff = Backoff::new();
         loop {
             let attempt = timeout_at(deadline, tokio::net::TcpStream::connect(addr)).await;
+            // A probe that ended is progress for the watchdog (no API call marks it).
+            crate::telemetry::liveness::mark();
             match attempt {
                 Ok(Ok(_)) => break,
                 Ok(Err(_)) if Instant::now() + backoff.peek() < deadline => backoff.wait().await,

@@ -278,15 +278,22 @@ pub async fn apply_continuing(
                 continue;
             }
             if let Some(reason) = skip_reason(&report, actions, rollout.as_ref()) {
+                count_actions(actions, "skipped");
                 report.skipped.insert(name.clone(), reason);
                 continue;
             }
             let (client, cx, templates) = (client.clone(), cx.clone(), templates.clone());
             let (name, actions) = (name.clone(), actions.clone());
-            tasks.spawn(async move {
-                let outcome = run_vm(&client, &actions, rollout.as_ref(), &templates, &cx).await;
-                (name, outcome)
-            });
+            // Everything logged for this VM carries its name (RESOURCE in the journal).
+            let span = tracing::info_span!("vm", resource = %name);
+            tasks.spawn(tracing::Instrument::instrument(
+                async move {
+                    let outcome =
+                        run_vm(&client, &actions, rollout.as_ref(), &templates, &cx).await;
+                    (name, outcome)
+                },
+                span,
+            ));
         }
         while let Some(joined) = tasks.join_next().await {
             let (name, (done, err)) = joined.expect("apply task panicked");
@@ -343,9 +350,20 @@ async fn run_vm(
 ) -> (Vec<String>, Option<String>) {
     let _permits = cx.vm_permits(rollout).await;
     let mut done = Vec::new();
-    for a in actions {
-        if let Err(e) = steps::run(client, a, templates, cx, &mut done).await {
-            return (done, Some(format!("{}: {e}", describe(a))));
+    for (i, a) in actions.iter().enumerate() {
+        let span = tracing::info_span!("action", action = action_kind(a));
+        let step = steps::run(client, a, templates, cx, &mut done);
+        match tracing::Instrument::instrument(step, span.clone()).await {
+            Ok(()) => {
+                crate::telemetry::action_done(action_kind(a), "ok");
+                span.in_scope(|| tracing::info!(done = done.last().map(String::as_str), "applied"));
+            }
+            Err(e) => {
+                crate::telemetry::action_done(action_kind(a), "failed");
+                count_actions(&actions[i + 1..], "skipped");
+                span.in_scope(|| tracing::warn!(error = %e, "action failed"));
+                return (done, Some(format!("{}: {e}", describe(a))));
+            }
         }
     }
     let booted = actions.iter().find_map(|a| match a {
@@ -366,6 +384,27 @@ async fn run_vm(
         }
     }
     (done, None)
+}
+
+/// An action's kind, as the metrics (`kind=`) and the journal (`ACTION=`) name it.
+pub fn action_kind(a: &Action) -> &'static str {
+    match a {
+        Action::Create { .. } => "create",
+        Action::Configure { .. } => "configure",
+        Action::Resize { .. } => "resize",
+        Action::Migrate { .. } => "migrate",
+        Action::Start { .. } => "start",
+        Action::Stop { .. } => "stop",
+        Action::Reboot { .. } => "reboot",
+        Action::Delete { .. } => "delete",
+        Action::Retire { .. } => "retire",
+    }
+}
+
+fn count_actions(actions: &[Action], result: &'static str) {
+    for a in actions {
+        crate::telemetry::action_done(action_kind(a), result);
+    }
 }
 
 fn describe(a: &Action) -> String {

@@ -33,6 +33,8 @@ pub struct Leadership {
     gate: Option<WriteGate>,
     /// This node's identity while it leads, kept current by the lease thread.
     leading: Arc<Mutex<Option<LeaderIdentity>>>,
+    /// While following: the node the leader record names, kept current by the lease thread.
+    following: Arc<Mutex<Option<String>>>,
     apply_log: Option<Arc<ApplyLog>>,
 }
 
@@ -45,6 +47,11 @@ impl Leadership {
     /// This node's identity while it leads (for the status); `None` otherwise.
     pub fn leading(&self) -> Option<LeaderIdentity> {
         self.leading.lock().expect("leader lock").clone()
+    }
+
+    /// While another node leads: its name, from the leader record (for the status line).
+    pub fn following(&self) -> Option<String> {
+        self.following.lock().expect("leader lock").clone()
     }
 
     /// Opens an apply window if this agent may write now; `None` makes the pass a
@@ -266,9 +273,12 @@ impl Watch {
                         "leadership: following"
                     );
                 }
+                *shared.following.lock().expect("leader lock") =
+                    recorded.as_ref().map(|r| r.node.clone());
                 self.recorded = recorded;
             }
         } else if leading.is_some() {
+            *shared.following.lock().expect("leader lock") = None;
             self.recorded = leading;
         }
     }

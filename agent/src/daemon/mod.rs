@@ -10,6 +10,7 @@ pub mod changes;
 pub mod leader;
 mod previews;
 pub mod reload;
+pub mod service;
 pub mod sources;
 
 use crate::apply::{ApplyOptions, Report};
@@ -232,7 +233,7 @@ impl Daemon {
         ) {
             Ok(commit) => {
                 if let Some(c) = commit {
-                    tracing::info!(commit = %c, "status committed: {}", message.lines().next().unwrap_or(""));
+                    tracing::info!(status_commit = %c, "status committed: {}", message.lines().next().unwrap_or(""));
                 }
                 self.published = Some(files);
             }
@@ -242,6 +243,7 @@ impl Daemon {
 
     async fn pass(&mut self) -> Result<Outcome> {
         let revision = self.manifests.revision()?;
+        tracing::Span::current().record("commit", revision.as_str());
         let vmlist = self.changes.fingerprint();
         if let (Some(s), Some(v)) = (self.settled.take(), vmlist) {
             if s.revision == revision && s.vmlist == v && s.at.elapsed() < self.options.resync {
@@ -411,38 +413,82 @@ impl Daemon {
 /// Run passes until `shutdown` completes: one now, then one per interval or as soon as
 /// `wake` says the manifests changed. A pass that fails is logged and the loop goes on.
 pub async fn run(
+    daemon: Daemon,
+    wake: mpsc::UnboundedReceiver<()>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    run_as_service(daemon, wake, shutdown, service::Service::off()).await
+}
+
+/// [`run`], reporting to systemd and the metrics through `service`: the watchdog is
+/// pinged from this loop, on a timer polled beside the pass and beside the wait, and
+/// only as [`crate::telemetry::liveness`] allows (never just because the timer fired).
+pub async fn run_as_service(
     mut daemon: Daemon,
     mut wake: mpsc::UnboundedReceiver<()>,
     shutdown: impl std::future::Future<Output = ()>,
+    mut service: service::Service,
 ) {
+    use crate::telemetry::liveness::Phase;
     tokio::pin!(shutdown);
+    let mut beat = service.beat_timer();
     let mut pass = 0u64;
-    loop {
+    'passes: loop {
         pass += 1;
+        let started = service.pass_started();
+        let span = tracing::info_span!(
+            "pass",
+            cluster = %daemon.options().cluster,
+            commit = tracing::field::Empty
+        );
         // Shutdown cancels a pass mid-way: its writes stop before the lease is released.
-        let outcome = tokio::select! {
-            outcome = daemon.tick() => outcome,
-            () = &mut shutdown => break,
+        let outcome = {
+            let tick = tracing::Instrument::instrument(daemon.tick(), span.clone());
+            tokio::pin!(tick);
+            loop {
+                tokio::select! {
+                    outcome = &mut tick => break outcome,
+                    () = &mut shutdown => break 'passes,
+                    () = next_beat(&mut beat) => service.beat(Phase::Pass),
+                }
+            }
         };
-        match outcome {
+        service.pass_done(&outcome, started);
+        span.in_scope(|| match outcome {
             Ok(outcome) => log(pass, &outcome),
             Err(e) => tracing::error!(pass, "pass failed: {e:#}"),
-        }
+        });
         if daemon.options().passes.is_some_and(|n| pass >= n) {
             break;
         }
-        let interval = daemon.options().interval;
-        tokio::select! {
-            () = &mut shutdown => break,
-            () = tokio::time::sleep(interval) => {}
-            Some(()) = wake.recv() => {
-                // Editors and git write several files: let the burst settle, then drain it.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                while wake.try_recv().is_ok() {}
+        let next = tokio::time::sleep(daemon.options().interval);
+        tokio::pin!(next);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break 'passes,
+                () = &mut next => break,
+                Some(()) = wake.recv() => {
+                    // Editors and git write several files: let the burst settle, then drain it.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    while wake.try_recv().is_ok() {}
+                    break;
+                }
+                () = next_beat(&mut beat) => service.beat(Phase::Idle),
             }
         }
     }
+    service.stopping();
     tracing::info!("stopping");
+}
+
+/// The next tick of the watchdog timer; never, without a watchdog.
+async fn next_beat(timer: &mut Option<tokio::time::Interval>) {
+    match timer {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 fn log(pass: u64, outcome: &Outcome) {
@@ -496,7 +542,7 @@ fn log(pass: u64, outcome: &Outcome) {
                 "reconciled"
             );
             for (name, e) in &report.failed {
-                tracing::warn!(pass, vm = %name, "failed: {e}");
+                tracing::warn!(pass, resource = %name, "failed: {e}");
             }
         }
     }

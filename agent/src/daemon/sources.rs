@@ -94,13 +94,16 @@ impl Manifests for Git {
                 self.last_good = Some(update.head);
                 Ok(update.head.to_string())
             }
-            Err(e) => match self.last_good {
-                Some(head) => {
-                    tracing::error!("{e}; keeping {head}");
-                    Ok(head.to_string())
+            Err(e) => {
+                crate::telemetry::git_fetch_failed();
+                match self.last_good {
+                    Some(head) => {
+                        tracing::error!("{e}; keeping {head}");
+                        Ok(head.to_string())
+                    }
+                    None => Err(e).context("reading the manifests repository"),
                 }
-                None => Err(e).context("reading the manifests repository"),
-            },
+            }
         }
     }
 

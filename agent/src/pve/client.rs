@@ -151,7 +151,10 @@ impl PveClient {
         let retry = self.inner.retry;
         let mut attempt = 1;
         loop {
-            match self.send_once(&method, path, params).await {
+            let started = std::time::Instant::now();
+            let result = self.send_once(&method, path, params).await;
+            crate::telemetry::api_request_done(&method, started.elapsed(), result.as_ref().err());
+            match result {
                 Err(err) if attempt < retry.max_attempts && should_retry(&err, idempotency) => {
                     let delay = retry.delay(attempt);
                     tracing::debug!(%method, path, attempt, ?delay, error = %err, "retrying PVE request");

@@ -116,10 +116,13 @@ impl PveClient {
         loop {
             let status = self.task_status(upid).await?;
             if !status.is_running() {
-                return outcome(upid, status.exitstatus.as_deref().unwrap_or("unknown"));
+                let exit = status.exitstatus.as_deref().unwrap_or("unknown");
+                tracing::info!(upid = %upid, exitstatus = exit, "PVE task finished");
+                return outcome(upid, exit);
             }
             let now = Instant::now();
             if now >= deadline {
+                tracing::warn!(upid = %upid, waited = ?(now - started), "PVE task still running at its deadline");
                 return Err(PveError::TaskDeadline {
                     upid: upid.clone(),
                     waited: now - started,

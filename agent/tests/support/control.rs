@@ -217,6 +217,25 @@ impl Control {
             .await;
     }
 
+    /// Requests matching `method` and `path` (a suffix or a schema template, as for
+    /// `fail`) wait, unanswered, until [`Control::release_hangs`] (tests/fakepve/hang.py).
+    pub async fn hang(&self, method: &str, path: &str) {
+        self.post("/hang", json!({ "method": method, "path": path }))
+            .await;
+    }
+
+    /// Forget the hang rules and answer every waiting request.
+    pub async fn release_hangs(&self) {
+        self.post("/hang/release", json!({})).await;
+    }
+
+    /// How many requests are waiting on a hang rule now.
+    pub async fn hung(&self) -> u64 {
+        self.get("/hang").await["hung"]
+            .as_u64()
+            .expect("hung count")
+    }
+
     pub async fn set_time_scale(&self, value: f64) {
         self.post("/time_scale", json!({ "value": value })).await;
     }
