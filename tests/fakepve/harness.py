@@ -45,6 +45,8 @@ from fakepve.qemu import is_cdrom, join_drive, split_drive, volume_ref
 from fakepve.routing import check_digest, param_error
 from fakepve.server import API
 
+import reset
+
 TOKEN_ID = 'root@pam!test'
 # VM attributes the control API may set (FakeVm fields, see fakepve/model.py).
 VM_ATTRS = ('status', 'qmpstatus', 'start_error', 'start_secs', 'shutdown_secs', 'stop_secs', 'acpi',
@@ -511,6 +513,7 @@ def control_app(pve):
             return json_error(404, 'no task')
         return web.json_response(record)
 
+    reset.add_routes(routes, pve)
     app = web.Application()
     app.add_routes(routes)
     return app
