@@ -1,6 +1,7 @@
 //! Reading a manifests directory from disk into a [`Repository`] for the schema crate.
 
 use anyhow::{Context, Result};
+use pve_gitops_schema::repo::Skipped;
 use pve_gitops_schema::Repository;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -14,8 +15,12 @@ pub(crate) const MAX_TEXT_FILE: u64 = 4 * 1024 * 1024;
 pub fn read_dir(dir: &Path) -> Result<Repository> {
     let mut repo = Repository::new();
     for f in files(dir)? {
+        if f.link {
+            repo.add_skipped(f.rel, Skipped::SymbolicLink);
+            continue;
+        }
         if f.meta.len() > MAX_TEXT_FILE {
-            repo.add_opaque(f.rel);
+            repo.add_skipped(f.rel, Skipped::TooLarge(f.meta.len()));
             continue;
         }
         let bytes =
@@ -45,15 +50,18 @@ pub fn fingerprint(dir: &Path) -> Result<String> {
     Ok(format!("dir:{:016x}", h.finish()))
 }
 
-/// One regular file under the manifests directory.
+/// One regular file or symbolic link under the manifests directory.
 struct File {
     /// `/`-separated, relative to the directory.
     rel: String,
     path: PathBuf,
+    /// The link's own metadata for a link (never its target's).
     meta: std::fs::Metadata,
+    link: bool,
 }
 
-/// The regular files under `dir`, sorted, hidden entries skipped, symlinks not followed.
+/// The regular files and links under `dir`, sorted, hidden entries skipped, links not
+/// followed (a link could point outside the repository).
 fn files(dir: &Path) -> Result<Vec<File>> {
     let meta = std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     anyhow::ensure!(meta.is_dir(), "{} is not a directory", dir.display());
@@ -79,8 +87,8 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<File>) -> Result<()> {
             walk(root, &path, out)?;
             continue;
         }
-        if !ty.is_file() {
-            continue; // symlinks could point outside the repository: not followed
+        if !ty.is_file() && !ty.is_symlink() {
+            continue; // sockets, devices
         }
         let rel = path
             .strip_prefix(root)
@@ -92,7 +100,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<File>) -> Result<()> {
         let meta = entry
             .metadata()
             .with_context(|| format!("cannot read {}", path.display()))?;
-        out.push(File { rel, path, meta });
+        out.push(File {
+            rel,
+            path,
+            meta,
+            link: ty.is_symlink(),
+        });
     }
     Ok(())
 }
@@ -115,5 +128,25 @@ mod tests {
         assert_eq!(repo.bytes("sub/s.age"), Some(&[0xff, 0xfe, 0x00][..]));
         assert!(!repo.exists("sub/.git/config"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn links_and_large_files_are_recorded_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = "#\n".repeat(MAX_TEXT_FILE as usize / 2 + 1);
+        std::fs::write(dir.path().join("big.yaml"), &big).unwrap();
+        std::fs::create_dir(dir.path().join("t")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("t/passwd.j2")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("etc")).unwrap();
+        let repo = read_dir(dir.path()).unwrap();
+        assert_eq!(repo.text("t/passwd.j2"), None, "a link is never followed");
+        let why = repo.problem("t/passwd.j2", true).unwrap();
+        assert!(why.contains("symbolic link"), "{why}");
+        let why = repo.problem("etc/passwd", true).unwrap();
+        assert!(why.contains("inside `etc`, a symbolic link"), "{why}");
+        assert_eq!(repo.text("big.yaml"), None);
+        let bad: Vec<_> = repo.unreadable_manifests().collect();
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].1.contains("too large"), "{bad:?}");
     }
 }

@@ -10,6 +10,7 @@ use crate::secrets::{Decrypted, Decryptor, Plaintext};
 use pve_gitops_schema::desired::DesiredState;
 use pve_gitops_schema::repo::resolve;
 use pve_gitops_schema::secret::SecretRef;
+use pve_gitops_schema::source_map::{SourceMap, YamlPath};
 use pve_gitops_schema::Repository;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -85,7 +86,11 @@ pub fn load(repo: &Repository, decryptor: Option<&Decryptor>) -> Result<Revision
             continue;
         };
         let origin = &vm.source.origin.file;
-        let at = format!("{origin}: VirtualMachine/{}: cloudInit.password", vm.name);
+        let at = format!(
+            "{}: VirtualMachine/{}: cloudInit.password",
+            password_position(repo, vm),
+            vm.name
+        );
         match reveal(repo, decryptor, &mut files, origin, reference) {
             Ok(p) => {
                 secrets
@@ -125,6 +130,28 @@ pub fn load(repo: &Repository, decryptor: Option<&Decryptor>) -> Result<Revision
         errors.dedup();
         Err(errors)
     }
+}
+
+/// `file:line:col` of the `cloudInit.password` a VM's secret comes from: in the member's
+/// override if it sets one, else in its spec (a set's template), so a secret that does not
+/// decrypt is reported where an editor jumps to it.
+fn password_position(repo: &Repository, vm: &pve_gitops_schema::desired::DesiredVm) -> String {
+    let source = &vm.source;
+    let file = &source.origin.file;
+    let Some(text) = repo.text(file) else {
+        return file.clone();
+    };
+    let map = SourceMap::build(text);
+    let doc = source.origin.doc;
+    let at = |base: &YamlPath| base.key("cloudInit").key("password");
+    let path = source
+        .override_path
+        .as_ref()
+        .map(at)
+        .filter(|p| map.contains(doc, p))
+        .unwrap_or_else(|| at(&source.spec_path));
+    let pos = map.value_pos(doc, &path);
+    format!("{file}:{}:{}", pos.line, pos.column)
 }
 
 /// The value `reference` (relative to the manifest `origin`) names, one line for
@@ -217,4 +244,62 @@ fn render_snippets(
     }
     // Messages name the snippet, the file and the secret's path, never a value.
     errors.extend(diags.into_sorted().iter().map(ToString::to_string));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::Identities;
+    use age::secrecy::ExposeSecret;
+
+    fn encrypt(to: &age::x25519::Recipient, plain: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let enc =
+            age::Encryptor::with_recipients(std::iter::once(to as &dyn age::Recipient)).unwrap();
+        let mut out = Vec::new();
+        let mut w = enc.wrap_output(&mut out).unwrap();
+        w.write_all(plain).unwrap();
+        w.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn a_secret_that_does_not_decrypt_is_located_without_its_plaintext() {
+        let other = age::x25519::Identity::generate();
+        let ours = age::x25519::Identity::generate();
+        let mut repo = Repository::new();
+        repo.add(
+            "web.yaml",
+            "apiVersion: pve-gitops/v1alpha1
+kind: VirtualMachineSet
+metadata: { name: web }
+spec:
+  replicas: 2
+  vmidStart: 700
+  nodes: [pve1]
+  template:
+    cloudInit:
+      password: { file: pw.age }
+  overrides:
+    web-2:
+      cloudInit:
+        password: { file: pw.age }
+",
+        );
+        repo.add_binary("pw.age", encrypt(&other.to_public(), b"canary-2c9d\n"));
+        let mut ids = Identities::new();
+        ids.add_age_identities(Path::new("key.txt"), ours.to_string().expose_secret())
+            .unwrap();
+        let errors = load(&repo, Some(&Decryptor::new(ids))).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].starts_with("web.yaml:10:17: VirtualMachine/web-1: cloudInit.password: "),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("web.yaml:14:19: VirtualMachine/web-2: cloudInit.password: "),
+            "{errors:?}"
+        );
+        assert!(errors.iter().all(|e| !e.contains("canary")), "{errors:?}");
+    }
 }

@@ -192,7 +192,7 @@ async fn a_secret_that_does_not_decrypt_refuses_the_revision() {
     match daemon(&pve, &repo, &other).tick().await.unwrap() {
         Outcome::Invalid { errors, status, .. } => {
             assert!(
-                errors.starts_with("vm.yaml: VirtualMachine/k3s: cloudInit.password: "),
+                errors.starts_with("vm.yaml:15:15: VirtualMachine/k3s: cloudInit.password: "),
                 "{errors}"
             );
             assert!(errors.contains("secrets/pw.age"), "{errors}");

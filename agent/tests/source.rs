@@ -63,15 +63,24 @@ fn fetches_over_file_and_reads_a_subdir_without_following_links() {
         files.text("sets/workers.yaml"),
         Some("kind: VirtualMachineSet\n")
     );
-    assert!(files.exists("secret.age"), "binary files are recorded");
-    assert_eq!(files.text("secret.age"), None, "as opaque");
-    for absent in [
-        "passwd.yaml",
-        "escape",
-        "alias.yaml",
-        ".hidden/x.yaml",
-        "x.yaml",
-    ] {
+    assert_eq!(files.text("secret.age"), None, "binary files are not text");
+    assert_eq!(
+        files.bytes("secret.age"),
+        Some(&[0x61, 0x67, 0xff, 0x00, 0xfe][..]),
+        "but kept as bytes, for binary age files"
+    );
+    for link in ["passwd.yaml", "escape", "alias.yaml"] {
+        assert_eq!(files.bytes(link), None, "{link} must not be read");
+        let why = files.problem(link, false).unwrap();
+        assert!(why.contains("symbolic link"), "{link}: {why}");
+    }
+    let unreadable: Vec<_> = files.unreadable_manifests().map(|(p, _)| p).collect();
+    assert_eq!(
+        unreadable,
+        ["alias.yaml", "passwd.yaml"],
+        "an error of the revision"
+    );
+    for absent in [".hidden/x.yaml", "x.yaml"] {
         assert!(!files.exists(absent), "{absent} must not be read");
     }
     assert!(!files.exists("../other/vms.yaml") && !files.exists("other/vms.yaml"));
@@ -91,7 +100,10 @@ fn fetches_over_file_and_reads_a_subdir_without_following_links() {
     let err = source
         .read_tree(update.head, "clusters/prod/escape")
         .unwrap_err();
-    assert!(err.to_string().contains("not a directory"), "{err}");
+    assert!(
+        err.to_string().contains("escape: is a symbolic link"),
+        "{err}"
+    );
     let err = source.read_tree(update.head, "clusters/nope").unwrap_err();
     assert!(
         err.to_string()

@@ -85,6 +85,9 @@ pub enum ErrorKind {
     Conflict,
     /// A template (snippet or blueprint) that fails to render.
     Template,
+    /// A file the revision holds or names cannot be read: a symbolic link, a path that
+    /// leaves the manifests directory, too large, not text.
+    UnreadableFile,
 }
 
 impl ErrorKind {
@@ -107,6 +110,7 @@ impl ErrorKind {
             ErrorKind::ImpossibleSize => "impossible-size",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Template => "template",
+            ErrorKind::UnreadableFile => "unreadable-file",
         }
     }
 }

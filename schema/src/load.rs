@@ -2,7 +2,7 @@
 //! render snippets. A revision with any error is rejected as a whole.
 
 use crate::desired::DesiredState;
-use crate::diag::Diagnostics;
+use crate::diag::{Diagnostic, Diagnostics, ErrorKind, Location};
 use crate::manifest::Locator;
 use crate::parse::parse_file;
 use crate::repo::{resolve, Repository};
@@ -14,6 +14,13 @@ pub fn load(repo: &Repository) -> Result<DesiredState, Diagnostics> {
     let mut diags = Diagnostics::default();
     let mut locator = Locator::default();
     let mut docs = Vec::new();
+    for (path, why) in repo.unreadable_manifests() {
+        diags.push(Diagnostic::new(
+            ErrorKind::UnreadableFile,
+            Location::file_start(path),
+            format!("manifest file {why}: nothing from this revision is applied"),
+        ));
+    }
     for (path, text) in repo.manifests() {
         docs.extend(parse_file(path, text, None, &mut locator, &mut diags));
     }
@@ -61,5 +68,33 @@ fn repository_relative_paths(desired: &mut DesiredState) {
         if let Some(f) = s.spec.template_file.as_mut() {
             fix(&base, f);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::Skipped;
+
+    #[test]
+    fn a_manifest_that_cannot_be_read_rejects_the_revision() {
+        let mut repo = Repository::new();
+        repo.add_binary("garbage.yaml", vec![0xff, 0x00, 0xfe]);
+        repo.add_skipped("db.yaml", Skipped::SymbolicLink);
+        repo.add_skipped("huge.yml", Skipped::TooLarge(10 << 20));
+        let errors: Vec<String> = load(&repo)
+            .unwrap_err()
+            .into_sorted()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                "db.yaml:1:1: unreadable-file: manifest file is a symbolic link (links are not followed): nothing from this revision is applied",
+                "garbage.yaml:1:1: unreadable-file: manifest file is not UTF-8 text: nothing from this revision is applied",
+                "huge.yml:1:1: unreadable-file: manifest file is too large to load (10485760 bytes): nothing from this revision is applied",
+            ]
+        );
     }
 }

@@ -38,7 +38,7 @@ pub fn parse_file(
         let value = match serde_yaml::Value::deserialize(de) {
             Ok(v) => v,
             Err(e) => {
-                ctx.push_syntax(&e);
+                ctx.push_syntax(&e, index);
                 break; // the parser cannot resynchronise after a syntax error
             }
         };
@@ -82,14 +82,20 @@ impl Ctx<'_> {
         self.diags.push(d);
     }
 
-    fn push_syntax(&mut self, e: &serde_yaml::Error) {
-        let loc = e
+    fn push_syntax(&mut self, e: &serde_yaml::Error, doc: usize) {
+        let mut loc = e
             .location()
             .map(|l| self.at(l.line(), l.column()))
             .unwrap_or_else(|| self.at(1, 1));
         // serde_yaml appends " at line X column Y"; the location already says it.
         let msg = e.to_string();
         let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        // serde_yaml places a duplicate key at the start of its mapping; the source map
+        // keeps the last key of a path, which is the duplicate.
+        if let Some(path) = duplicate_key(&msg) {
+            let p = self.map.key_pos(doc, &path);
+            loc = self.at(p.line, p.column);
+        }
         self.push(Diagnostic::new(ErrorKind::Syntax, loc, msg));
     }
 
@@ -337,6 +343,14 @@ pub fn classify(
     Diagnostic::new(kind, loc(false), format!("{}: {msg}", display_path(path)))
 }
 
+/// The path of the key a `[path: ]duplicate entry with key "k"` message names.
+fn duplicate_key(msg: &str) -> Option<YamlPath> {
+    let (head, rest) = msg.split_once("duplicate entry with key \"")?;
+    let key = rest.strip_suffix('"')?;
+    let parent = head.trim_end().trim_end_matches(':');
+    Some(YamlPath::parse(parent).key(key))
+}
+
 fn backticked(s: &str) -> Vec<String> {
     s.split('`')
         .enumerate()
@@ -418,6 +432,22 @@ mod tests {
         let d = one_error("apiVersion: x\nkind: [\n");
         assert_eq!(d.kind, ErrorKind::Syntax);
         assert_eq!(d.location.line, 3, "{d}");
+    }
+
+    #[test]
+    fn a_duplicate_key_is_located_at_the_duplicate() {
+        let d = one_error(
+            "apiVersion: pve-gitops/v1alpha1\nkind: VirtualMachine\nmetadata: { name: a }\nspec:\n  node: pve1\n  memory: 2G\n  cpu:\n    cores: 1\n    cores: 2\n  memory: 4G\n",
+        );
+        assert_eq!(d.kind, ErrorKind::Syntax);
+        assert_eq!((d.location.line, d.location.column), (9, 5), "{d}");
+        assert!(
+            d.message
+                .contains("spec.cpu: duplicate entry with key \"cores\""),
+            "{d}"
+        );
+        let d = one_error("apiVersion: x\nkind: y\nkind: z\n");
+        assert_eq!((d.location.line, d.location.column), (3, 1), "{d}");
     }
 
     #[test]

@@ -16,8 +16,34 @@ enum Content {
     Text(String),
     /// Not UTF-8 (a binary `*.age` file): kept as bytes for decryption.
     Binary(Vec<u8>),
-    /// Known to exist only (too large to load, or not needed).
+    /// Known to exist only (not needed).
     Opaque,
+    /// Present, but its content was deliberately not loaded.
+    Skipped(Skipped),
+}
+
+/// Why the caller did not load an entry of the manifests directory. A manifest that names
+/// such a file, or a `*.yaml` file that is one, is an error saying why: silently leaving
+/// a manifest out would change the desired state without anyone having asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skipped {
+    /// Larger than the caller's limit (its size in bytes): a stray disk image must not be
+    /// loaded into memory.
+    TooLarge(u64),
+    /// A symbolic link: never followed, it could point anywhere (`/etc/pve/priv/...`).
+    SymbolicLink,
+    /// A git submodule: another repository, not fetched.
+    Submodule,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skipped::TooLarge(n) => write!(f, "is too large to load ({n} bytes)"),
+            Skipped::SymbolicLink => f.write_str("is a symbolic link (links are not followed)"),
+            Skipped::Submodule => f.write_str("is a git submodule (not fetched)"),
+        }
+    }
 }
 
 impl Repository {
@@ -43,12 +69,57 @@ impl Repository {
         self
     }
 
+    /// Record an entry whose content was not loaded, and why.
+    pub fn add_skipped(&mut self, path: impl Into<String>, why: Skipped) -> &mut Self {
+        self.files.insert(path.into(), Content::Skipped(why));
+        self
+    }
+
+    /// Why a file a manifest names cannot be used, as the end of a sentence that starts
+    /// with the path (`does not exist`, `is a symbolic link ...`); `None` if it can. `text`:
+    /// the file must be UTF-8 text (a template), not just bytes (a secret).
+    pub fn problem(&self, path: &str, text: bool) -> Option<String> {
+        match self.files.get(path) {
+            Some(Content::Text(_)) => None,
+            Some(Content::Binary(_)) if text => Some("is not UTF-8 text".into()),
+            Some(Content::Binary(_) | Content::Opaque) => None,
+            Some(Content::Skipped(why)) => Some(why.to_string()),
+            None => Some(match self.link_above(path) {
+                Some(link) => {
+                    format!("is inside `{link}`, a symbolic link (links are not followed)")
+                }
+                None => "does not exist".into(),
+            }),
+        }
+    }
+
+    /// The directory of `path` that the caller recorded as a symbolic link, if any.
+    fn link_above<'a>(&self, path: &'a str) -> Option<&'a str> {
+        path.match_indices('/')
+            .map(|(i, _)| &path[..i])
+            .find(|dir| matches!(self.files.get(*dir), Some(Content::Skipped(_))))
+    }
+
+    /// Files named like manifests (`*.yaml`, `*.yml`) that cannot be read as such, with
+    /// why: they must not silently drop out of the desired state.
+    pub fn unreadable_manifests(&self) -> impl Iterator<Item = (&str, String)> {
+        self.files.iter().filter_map(|(p, c)| {
+            let why = match c {
+                _ if !(p.ends_with(".yaml") || p.ends_with(".yml")) => return None,
+                Content::Text(_) | Content::Opaque => return None,
+                Content::Binary(_) => "is not UTF-8 text".to_string(),
+                Content::Skipped(why) => why.to_string(),
+            };
+            Some((p.as_str(), why))
+        })
+    }
+
     /// The raw content of a text or binary file.
     pub fn bytes(&self, path: &str) -> Option<&[u8]> {
         match self.files.get(path)? {
             Content::Text(t) => Some(t.as_bytes()),
             Content::Binary(b) => Some(b),
-            Content::Opaque => None,
+            Content::Opaque | Content::Skipped(_) => None,
         }
     }
 
@@ -117,6 +188,45 @@ mod tests {
         assert_eq!(resolve("a/b/vm.yaml", "/x.age").unwrap(), "x.age");
         assert_eq!(resolve("vm.yaml", "./t/x.j2").unwrap(), "t/x.j2");
         assert!(resolve("vm.yaml", "../x").is_none());
+    }
+
+    #[test]
+    fn files_that_cannot_be_used_say_why() {
+        let mut r = Repository::new();
+        r.add("t.j2", "x");
+        r.add_binary("b.age", vec![0xff]);
+        r.add_skipped("big.j2", Skipped::TooLarge(10 << 20));
+        r.add_skipped("link.j2", Skipped::SymbolicLink);
+        r.add_skipped("secrets", Skipped::SymbolicLink);
+        assert_eq!(r.problem("t.j2", true), None);
+        assert_eq!(r.problem("b.age", false), None);
+        assert_eq!(r.problem("b.age", true).unwrap(), "is not UTF-8 text");
+        assert_eq!(
+            r.problem("big.j2", true).unwrap(),
+            "is too large to load (10485760 bytes)"
+        );
+        assert!(r
+            .problem("link.j2", false)
+            .unwrap()
+            .contains("symbolic link"));
+        assert_eq!(
+            r.problem("secrets/pw.age", false).unwrap(),
+            "is inside `secrets`, a symbolic link (links are not followed)"
+        );
+        assert_eq!(r.problem("nope.j2", true).unwrap(), "does not exist");
+    }
+
+    #[test]
+    fn manifests_that_cannot_be_read_are_listed() {
+        let mut r = Repository::new();
+        r.add("ok.yaml", "kind: X\n");
+        r.add_binary("garbage.yaml", vec![0xff, 0xfe]);
+        r.add_skipped("huge.yml", Skipped::TooLarge(1 << 30));
+        r.add_skipped("link.yaml", Skipped::SymbolicLink);
+        r.add_skipped("image.qcow2", Skipped::TooLarge(1 << 30));
+        r.add_binary("pw.age", vec![0xff]);
+        let bad: Vec<_> = r.unreadable_manifests().map(|(p, _)| p).collect();
+        assert_eq!(bad, ["garbage.yaml", "huge.yml", "link.yaml"]);
     }
 
     #[test]

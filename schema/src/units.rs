@@ -57,7 +57,10 @@ impl Bytes {
             .parse()
             .map_err(|_| format!("`{text}` is not a size: `{num}` is not a number"))?;
         let bytes = value * mult as f64;
-        if bytes.fract() != 0.0 || bytes > u64::MAX as f64 {
+        if bytes > u64::MAX as f64 {
+            return Err(format!("`{text}` is too large"));
+        }
+        if bytes.fract() != 0.0 {
             return Err(format!("`{text}` is not a whole number of bytes"));
         }
         Ok(Bytes(bytes as u64))
@@ -215,6 +218,11 @@ mod tests {
         assert!(m("8GB").unwrap_err().contains("ambiguous"));
         assert!(m("8X").unwrap_err().contains("unknown unit"));
         assert!(m("G").is_err());
+        assert_eq!(
+            m("999999999999T").unwrap_err(),
+            "`999999999999T` is too large"
+        );
+        assert!(m("0.3K").unwrap_err().contains("whole number"));
     }
 
     #[test]

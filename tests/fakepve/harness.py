@@ -52,6 +52,8 @@ from sdn import SdnApi, sdn_control
 import images
 from hang import HangMixin, add_hang_routes
 
+import reset
+
 TOKEN_ID = 'root@pam!test'
 # VM attributes the control API may set (FakeVm fields, see fakepve/model.py).
 VM_ATTRS = ('status', 'qmpstatus', 'start_error', 'start_secs', 'shutdown_secs', 'stop_secs', 'acpi',
@@ -523,6 +525,7 @@ def control_app(pve):
     access.control_routes(pve, routes)
     clock.control_routes(pve, routes)
     add_hang_routes(routes, pve)
+    reset.add_routes(routes, pve)
     app = web.Application()
     app.add_routes(routes)
     return app

@@ -400,7 +400,12 @@ impl Daemon {
     /// problems of an invalid one.
     fn load(&mut self, revision: &str) -> Result<std::result::Result<(), String>> {
         if self.desired.as_ref().is_none_or(|(r, _)| r != revision) {
-            let repo = self.manifests.read(revision)?;
+            // A revision whose files cannot be read (its directory is a symbolic link or
+            // gone) is refused like an invalid one: reported on the status branch.
+            let repo = match self.manifests.read(revision) {
+                Ok(repo) => repo,
+                Err(e) => return Ok(Err(format!("{e:#}"))),
+            };
             match crate::revision::load(&repo, self.options.decryptor.as_deref()) {
                 Ok(r) => self.desired = Some((revision.to_string(), r)),
                 Err(errors) => return Ok(Err(errors.join("\n"))),

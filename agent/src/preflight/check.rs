@@ -88,17 +88,27 @@ impl<'a> Checker<'a> {
     }
 
     fn vm(&mut self, name: &str, actions: &[Action]) {
-        let starts = actions.iter().any(|a| matches!(a, Action::Start { .. }));
+        // The memory a configure of this plan gives the VM before its start: a start
+        // needs that, not what the VM has now (a clone the last pass made and died before
+        // configuring still has its template's memory).
+        let configured = actions.iter().find_map(|a| match a {
+            Action::Configure { changes, .. } => changes
+                .iter()
+                .find(|c| c.key == "memory")
+                .and_then(|c| mib(&c.to)),
+            _ => None,
+        });
         for a in actions {
             match a {
                 Action::Create { .. } => self.create(name, a),
                 Action::Start { vmid, node } => {
                     self.need_node(node, name);
                     if let Some(g) = self.facts.guests.get(vmid) {
+                        let bytes = configured.map_or(g.maxmem, |m| m * MIB);
                         self.memory
                             .entry(node.clone())
                             .or_default()
-                            .add(g.maxmem, name);
+                            .add(bytes, name);
                     }
                 }
                 Action::Configure {
@@ -107,7 +117,8 @@ impl<'a> Checker<'a> {
                     changes,
                     ..
                 } => {
-                    let runs = starts || self.facts.guests.get(vmid).is_some_and(|g| g.running);
+                    // A VM the plan starts is counted whole by its start.
+                    let runs = self.facts.guests.get(vmid).is_some_and(|g| g.running);
                     self.configure(name, *vmid, node, changes, runs);
                 }
                 Action::Migrate { from, to, .. } => {

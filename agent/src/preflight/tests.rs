@@ -297,6 +297,20 @@ fn check_reports_exactly_what_is_missing() {
             want: &["node pve1: not enough memory for web: needs 7 GiB, 6 GiB free of 8 GiB"],
         },
         Case {
+            // A clone of an 8 GiB template the last pass made and died before configuring
+            // (a crash): its start counts the memory the plan gives it first.
+            what: "a VM the plan shrinks and starts counts its new memory",
+            plan: plan(vec![(
+                "web",
+                vec![
+                    configure(130, "pve1", &[("memory", Some("8192"), "512")]),
+                    Action::Start { vmid: 130, node: "pve1".into() },
+                ],
+            )]),
+            cluster: |f| f.guests.get_mut(&130).unwrap().maxmem = 8 * GIB,
+            want: &[],
+        },
+        Case {
             what: "fractional amounts",
             plan: plan(vec![("a", vec![create("pve1", None, &[("memory", "6656")])])]),
             cluster: same,

@@ -3,15 +3,17 @@
 //! read exactly as committed.
 //!
 //! The rules are those of `manifests::read_dir`: hidden entries are skipped, files that are
-//! not UTF-8 or larger than 4 MiB are recorded as opaque. Symbolic links (mode 120000) and
-//! submodules (gitlinks) are skipped, not followed: a link can point outside the repository
-//! (`/etc/pve/priv/...`) and a submodule is another repository the agent did not fetch. A
-//! manifest that references one gets the schema's "does not exist" error, and the skipped
-//! entry is logged as a warning naming it.
+//! not UTF-8 are kept as bytes (binary `*.age` files), files larger than 4 MiB are recorded
+//! without their content. Symbolic links (mode 120000) and submodules (gitlinks) are
+//! recorded, not followed: a link can point outside the repository (`/etc/pve/priv/...`)
+//! and a submodule is another repository the agent did not fetch. A manifest that names
+//! one of these, or a `*.yaml` file that is one, is an error of the revision saying why
+//! (see [`pve_gitops_schema::repo::Skipped`]).
 
 use super::error::Error;
 use crate::manifests::MAX_TEXT_FILE;
 use git2::{Oid, Repository, Tree};
+use pve_gitops_schema::repo::Skipped;
 use pve_gitops_schema::Repository as Files;
 
 const MODE_TREE: i32 = 0o040000;
@@ -106,10 +108,14 @@ fn subdir_tree<'r>(repo: &'r Repository, commit: Oid, subdir: &str) -> Result<Tr
     let entry = root
         .get_path(std::path::Path::new(&dir))
         .map_err(|_| err("directory does not exist".to_string()))?;
-    if entry.filemode() != MODE_TREE {
-        return Err(err(
-            "is not a directory (links are not followed)".to_string()
-        ));
+    match entry.filemode() {
+        MODE_TREE => {}
+        MODE_LINK => {
+            return Err(err(
+                "is a symbolic link, not a directory (links are not followed)".to_string(),
+            ))
+        }
+        _ => return Err(err("is not a directory".to_string())),
     }
     repo.find_tree(entry.id())
         .map_err(|e| err(format!("cannot read: {}", e.message())))
@@ -153,20 +159,22 @@ impl Reader<'_> {
                     let odb = self.repo.odb().map_err(err)?;
                     let (size, _) = odb.read_header(entry.id()).map_err(err)?;
                     if size as u64 > MAX_TEXT_FILE {
-                        out.add_opaque(rel);
+                        out.add_skipped(rel, Skipped::TooLarge(size as u64));
                         continue;
                     }
                     let blob = self.repo.find_blob(entry.id()).map_err(err)?;
                     match std::str::from_utf8(blob.content()) {
                         Ok(text) => out.add(rel, text),
-                        Err(_) => out.add_opaque(rel),
+                        Err(_) => out.add_binary(rel, blob.content().to_vec()),
                     };
                 }
                 MODE_LINK => {
                     tracing::warn!(commit = %self.commit, path = %join(base, &rel), "skipping a symbolic link (links are not followed)");
+                    out.add_skipped(rel, Skipped::SymbolicLink);
                 }
                 MODE_COMMIT => {
                     tracing::warn!(commit = %self.commit, path = %join(base, &rel), "skipping a submodule (not fetched)");
+                    out.add_skipped(rel, Skipped::Submodule);
                 }
                 _ => {}
             }

@@ -236,6 +236,13 @@ impl Control {
             .expect("hung count")
     }
 
+    /// Back to the templates (`tests/fakepve/reset.py`): waits for running tasks, removes
+    /// every other guest with its volumes, clears faults and counters; the removed vmids.
+    pub async fn reset(&self) -> Vec<u32> {
+        serde_json::from_value(self.post("/reset", json!({})).await["removed"].clone())
+            .expect("reset shape")
+    }
+
     pub async fn set_time_scale(&self, value: f64) {
         self.post("/time_scale", json!({ "value": value })).await;
     }

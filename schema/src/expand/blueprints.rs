@@ -49,18 +49,24 @@ pub fn expand(
             diags.push(Diagnostic::new(
                 ErrorKind::UnresolvedReference,
                 locator.at(&bp_doc.origin, "spec.templateFile"),
-                format!("`{}` leaves the repository", bp.template_file),
+                format!(
+                    "Blueprint/{}: template file `{}` leaves the manifests directory",
+                    bp_doc.name(),
+                    bp.template_file
+                ),
             ));
             continue;
         };
         let Some(text) = repo.text(&path) else {
+            let why = repo.problem(&path, true).unwrap_or_default();
             diags.push(Diagnostic::new(
-                ErrorKind::UnresolvedReference,
+                if repo.exists(&path) {
+                    ErrorKind::UnreadableFile
+                } else {
+                    ErrorKind::UnresolvedReference
+                },
                 locator.at(&bp_doc.origin, "spec.templateFile"),
-                format!(
-                    "Blueprint/{}: template file `{path}` does not exist",
-                    bp_doc.name()
-                ),
+                format!("Blueprint/{}: template file `{path}` {why}", bp_doc.name()),
             ));
             continue;
         };

@@ -5,7 +5,7 @@ use crate::desired::{DesiredContainer, DesiredVm, SetMember, SpecSource};
 use crate::diag::{did_you_mean, Diagnostic, Diagnostics, ErrorKind};
 use crate::ids::{Name, Tag, OWNER_TAG};
 use crate::manifest::container::ContainerSpec;
-use crate::manifest::set::DEFAULT_NAME_PATTERN;
+use crate::manifest::set::{DEFAULT_NAME_PATTERN, MAX_REPLICAS};
 use crate::manifest::vm::VmSpec;
 use crate::manifest::{Document, Locator, SetDocument};
 use crate::parse::{classify, deserialize_at};
@@ -57,6 +57,18 @@ pub fn set_members(
     let env = crate::templating::environment();
     let mut members = Vec::new();
     let mut seen_names = Vec::new();
+    if spec.replicas > MAX_REPLICAS {
+        diags.push(Diagnostic::new(
+            ErrorKind::ImpossibleSize,
+            locator.at(&doc.origin, "spec.replicas"),
+            format!(
+                "VirtualMachineSet/{}: {} replicas is more than the {MAX_REPLICAS} a set may have",
+                doc.name(),
+                spec.replicas
+            ),
+        ));
+        return Vec::new();
+    }
     for index in 0..spec.replicas as usize {
         let ctx =
             minijinja::context! { set => doc.name().as_str(), index => index, number => index + 1 };

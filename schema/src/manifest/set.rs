@@ -7,6 +7,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The most members one set may have. A slip of a few zeros in `replicas` would
+/// otherwise make the agent expand (and plan to create) millions of VMs, stalling the
+/// daemon; no Proxmox VE cluster runs more than a few thousand guests.
+pub const MAX_REPLICAS: u32 = 10_000;
+
 /// Default member name pattern: the set's name and the 1-based member number.
 pub const DEFAULT_NAME_PATTERN: &str = "{{ set }}-{{ number }}";
 

@@ -110,16 +110,28 @@ pub fn check(ctx: &Context<'_>, diags: &mut Diagnostics) {
     }
     for (doc, s) in docs_of!(ctx, Snippet) {
         if let Some(file) = &s.template_file {
+            let loc = || ctx.locator.at(&doc.origin, "spec.templateFile");
+            let name = doc.name();
             match resolve(&doc.origin.file, file) {
-                Some(p) if ctx.repo.text(&p).is_some() => {}
-                _ => diags.push(Diagnostic::new(
-                    ErrorKind::UnresolvedReference,
-                    ctx.locator.at(&doc.origin, "spec.templateFile"),
+                None => diags.push(Diagnostic::new(
+                    ErrorKind::UnreadableFile,
+                    loc(),
                     format!(
-                        "Snippet/{}: template file `{file}` does not exist",
-                        doc.name()
+                        "Snippet/{name}: template file `{file}` leaves the manifests directory"
                     ),
                 )),
+                Some(p) => match ctx.repo.problem(&p, true) {
+                    None => {}
+                    Some(why) => diags.push(Diagnostic::new(
+                        if ctx.repo.exists(&p) {
+                            ErrorKind::UnreadableFile
+                        } else {
+                            ErrorKind::UnresolvedReference
+                        },
+                        loc(),
+                        format!("Snippet/{name}: template file `{file}` {why}"),
+                    )),
+                },
             }
         }
         for (name, secret) in &s.secrets {

@@ -23,11 +23,16 @@ pub fn check(
         ));
         return;
     };
-    if !ctx.repo.exists(&path) {
+    if let Some(why) = ctx.repo.problem(&path, false) {
+        let kind = if ctx.repo.exists(&path) {
+            ErrorKind::UnreadableFile
+        } else {
+            ErrorKind::UnresolvedReference
+        };
         diags.push(Diagnostic::new(
-            ErrorKind::UnresolvedReference,
+            kind,
             loc,
-            format!("secret file `{path}` does not exist"),
+            format!("secret file `{path}` {why}"),
         ));
         return;
     }
