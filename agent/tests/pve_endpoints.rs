@@ -197,6 +197,13 @@ async fn create_template_pools_storage_download_and_firewall() {
     client.delete_pool("web").await.unwrap();
     assert!(client.pool("web").await.unwrap().is_none());
 
+    // The harness serves registered URLs only (tests/fakepve/images.py).
+    control
+        .post(
+            "/remote_files",
+            json!({ "url": "http://127.0.0.1:9/debian-13.iso", "content": "iso" }),
+        )
+        .await;
     let request = DownloadUrl {
         url: "http://127.0.0.1:9/debian-13.iso".into(),
         content: "iso".into(),
