@@ -45,8 +45,12 @@ def start(workdir, python):
         else:
             time.sleep(0.1)  # polling a file another process writes, with a deadline
     # Seed 000's storages and its Packer-built templates 9001-9003.
-    for storage in ('rbd', 'cephfs'):
-        control(info, 'POST', '/ceph', {'add_storage': storage})
+    # RBD for disks; CephFS (shared, a directory here) for cloud-init snippets, which the
+    # agent writes into the storage's directory because the API cannot upload them.
+    control(info, 'POST', '/ceph', {'add_storage': 'rbd'})
+    control(info, 'POST', '/storages', {'cephfs': {
+        'type': 'cephfs', 'path': os.path.join(os.path.abspath(workdir), 'cephfs'), 'shared': 1,
+        'content': 'snippets,iso,vztmpl,backup,import'}})
     # Hosts the size seed 000 runs on (the agent's pre-flight checks the room), not fakepve's 8 GiB.
     gib = 1 << 30
     control(info, 'POST', '/capacity', {'nodes': {'maxcpu': 32, 'maxmem': 128 * gib, 'mem': 8 * gib},
