@@ -24,6 +24,11 @@ impl Agent {
     /// `pve-gitops run --no-lease --node pve1 --state-dir <state>/state --vmlist <none>`
     /// followed by `args`.
     pub fn run(state: &Path, args: &[OsString]) -> Agent {
+        Self::run_logging(state, args, "pve_gitops=info")
+    }
+
+    /// [`Agent::run`] with `RUST_LOG=<filter>`.
+    pub fn run_logging(state: &Path, args: &[OsString], filter: &str) -> Agent {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pve-gitops"))
             .arg("run")
             .args(["--no-lease", "--node", "pve1"])
@@ -32,7 +37,7 @@ impl Agent {
             .arg("--vmlist")
             .arg(state.join("no-vmlist"))
             .args(args)
-            .env("RUST_LOG", "pve_gitops=info")
+            .env("RUST_LOG", filter)
             .env("NO_COLOR", "1")
             .stderr(Stdio::piped())
             .spawn()
