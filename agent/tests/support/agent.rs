@@ -105,6 +105,6 @@ impl Drop for Agent {
 #[macro_export]
 macro_rules! args {
     ($($a:expr),* $(,)?) => {
-        vec![$(std::ffi::OsString::from($a)),*]
+        [$(std::ffi::OsString::from($a)),*]
     };
 }
