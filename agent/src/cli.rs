@@ -145,6 +145,10 @@ pub struct InitArgs {
     /// For an HTTPS repository: the file holding its access token (recorded in the config).
     #[arg(long)]
     pub git_token_file: Option<PathBuf>,
+    /// For an HTTPS repository behind a private CA: the CA certificate file to verify it
+    /// against (recorded in the config).
+    #[arg(long)]
+    pub git_ca_file: Option<PathBuf>,
     /// Where pmxcfs is mounted: keys go to `<root>/priv/pve-gitops/`, the config to
     /// `<root>/pve-gitops/config.yaml`.
     #[arg(long, default_value = "/etc/pve")]
@@ -276,6 +280,10 @@ pub struct GitArgs {
     /// File holding an HTTPS access token.
     #[arg(long)]
     pub git_token_file: Option<PathBuf>,
+    /// Verify an HTTPS remote against the CA certificate(s) in this PEM file instead of
+    /// the system's store (a self-hosted forge with a private CA).
+    #[arg(long)]
+    pub git_ca_file: Option<PathBuf>,
     /// The SSH server's host key: a known_hosts line or `SHA256:…`; repeatable. Required
     /// for SSH: a host key is never trusted on first use.
     #[arg(long)]

@@ -491,6 +491,7 @@ pub fn source_config(url: &str, g: &crate::cli::GitArgs) -> Result<crate::source
         (None, None) => Credentials::None,
         (Some(_), Some(_)) => anyhow::bail!("give --deploy-key or --git-token-file, not both"),
     };
+    c.ca_file.clone_from(&g.git_ca_file);
     if !g.host_key.is_empty() {
         c.host_keys = Some(HostKeyPins::parse(&g.host_key.join("\n")).context("--host-key")?);
     }

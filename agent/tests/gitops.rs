@@ -15,8 +15,9 @@ use pve_gitops::source::{Source, SourceConfig};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+use support::agent::Agent;
 use support::fakepve::{FakePve, Options};
-use support::git::{git, GitRemote};
+use support::git::{fingerprint, git, public_key, ssh_keygen, GitRemote};
 
 fn manifests(replicas: u32, memory: &str) -> String {
     format!(
@@ -318,6 +319,135 @@ async fn a_signed_webhook_starts_a_fetch_at_once_and_a_bad_one_is_refused() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Commit `text` as `clusters/prod/web.yaml`, signed by `key` (or unsigned), and push it.
+fn push_signed(remote: &GitRemote, text: &str, message: &str, key: Option<&Path>) -> String {
+    remote.write("clusters/prod/web.yaml", text);
+    let commit = match key {
+        Some(key) => remote.commit_signed(message, key),
+        None => remote.commit(message),
+    };
+    remote.push("main");
+    commit
+}
+
+/// Signed-commit mode through `pve-gitops run` (allowed signers from the config file):
+/// a head signed by an allowed key applies; an unsigned head and one signed by another
+/// key apply nothing and the status branch says why; the agent keeps running, and the
+/// next signed head applies.
+#[tokio::test]
+async fn run_in_signed_commit_mode_applies_only_heads_signed_by_an_allowed_key() {
+    let pve = fake!(Options {
+        time_scale: 0.0,
+        ..Options::default()
+    });
+    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let remote = GitRemote::new();
+    let keys = remote.scratch("keys");
+    let alice = ssh_keygen(&keys, "alice");
+    let mallory = ssh_keygen(&keys, "mallory");
+    let signers = keys.join("allowed_signers");
+    std::fs::write(
+        &signers,
+        format!("alice@example.org {}\n", public_key(&alice)),
+    )
+    .unwrap();
+    let first = push_signed(&remote, &manifests(1, "1G"), "one", Some(&alice));
+
+    let dir = remote.scratch("agent");
+    let token = dir.join("token");
+    std::fs::write(
+        &token,
+        format!("{}={}\n", pve.info.token_id, pve.info.token_secret),
+    )
+    .unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "repo:\n  url: {url}\n  path: clusters/prod\n  cache: {cache}\n  allowedSigners: {signers}\n\
+             api:\n  url: {api}\n  tokenFile: {token}\n  caFile: {ca}\n\
+             interval: 1s\n",
+            url = remote.url(),
+            cache = dir.join("cache").display(),
+            signers = signers.display(),
+            api = pve.base_url(),
+            token = token.display(),
+            ca = pve.info.ca_file.display(),
+        ),
+    )
+    .unwrap();
+    let mut agent = Agent::run(
+        &dir,
+        &args!["--config", &config, "--metrics-listen", "127.0.0.1:0"],
+    );
+    agent.wait_for("the first apply", |l| {
+        l.contains("status committed: apply") && l.contains(&first[..7])
+    });
+    assert!(pve.control.vm(701).await.is_some());
+
+    let show = |file: &str| git(&remote.bare, &["show", &format!("{STATUS}:prod/{file}")]);
+    let refused = [
+        (None, "it is not signed".to_string()),
+        (
+            Some(mallory.as_path()),
+            format!(
+                "it is signed by {}, which is not an allowed signer",
+                fingerprint(&mallory)
+            ),
+        ),
+    ];
+    for (key, why) in refused {
+        pve.control.reset_counters().await;
+        let head = push_signed(&remote, &manifests(2, "1G"), "two", key);
+        agent.wait_for("the rejection", |l| {
+            l.contains(&format!("status committed: reject {}: 1 error", &head[..7]))
+        });
+        let message = git(&remote.bare, &["log", "-1", "--format=%B", STATUS]);
+        assert_eq!(
+            message.trim_end(),
+            format!(
+                "reject {}: 1 error\n\nApplied-Commit: {first}\nRejected-Commit: {head}\nCluster: prod\nNode: pve1",
+                &head[..7]
+            )
+        );
+        let errors = show("errors.md");
+        assert!(
+            errors.contains(&format!(
+                "{}: head {head} of `main` refused: {why}",
+                remote.url()
+            )),
+            "{errors}"
+        );
+        assert!(
+            errors.contains(&format!("the cluster stays at `{first}`")),
+            "{errors}"
+        );
+        assert!(
+            show("STATUS.md").contains(&format!("**Revision `{head}` was rejected**")),
+            "{}",
+            show("STATUS.md")
+        );
+        assert_eq!(pve.control.counters().await.writes, 0, "nothing applied");
+        assert!(pve.control.vm(702).await.is_none());
+        assert!(agent.running(), "the agent keeps running");
+    }
+
+    let good = push_signed(&remote, &manifests(2, "1G"), "two, signed", Some(&alice));
+    agent.wait_for("the signed head's apply", |l| {
+        l.contains(&format!("status committed: apply {}", &good[..7]))
+    });
+    assert!(pve.control.vm(702).await.is_some());
+    let files = git(&remote.bare, &["ls-tree", "-r", "--name-only", STATUS]);
+    assert!(!files.contains("errors.md"), "{files}");
+    assert_eq!(
+        git(&remote.bare, &["rev-parse", "main"]).trim(),
+        good,
+        "the applied branch is never written"
+    );
+}
+
+const STATUS: &str = "pve-gitops/status";
 
 /// `pve-gitops status --state-dir DIR`: exit code and stdout.
 fn status_cli(state: &Path) -> (i32, String) {

@@ -16,8 +16,10 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use support::agent::Agent;
 use support::control::text;
 use support::fakepve::{FakePve, Options};
+use support::git::{git, GitRemote};
 
 const CANARY: &str = "canary-7f3a91c2";
 
@@ -277,5 +279,110 @@ async fn a_sops_value_reaches_pve_and_nothing_else() {
             .map(|(n, c)| (n.to_string(), c)),
     ) {
         assert!(!content.contains(&canary), "the secret leaked into {what}");
+    }
+}
+
+/// `pve-gitops run` following a git repository, every log enabled: the password reaches
+/// PVE, and neither the log, the status branch (every commit's message and files), the
+/// state directory nor `/metrics` carries it.
+#[tokio::test]
+async fn run_keeps_the_secret_out_of_its_log_the_status_branch_and_metrics() {
+    let pve = fake!(Options {
+        time_scale: 0.0,
+        ..Options::default()
+    });
+    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let remote = GitRemote::new();
+    let key = age::x25519::Identity::generate();
+    remote.write("clusters/canary/vm.yaml", VM);
+    remote.write(
+        "clusters/canary/secrets/pw.age",
+        encrypt(&key.to_public(), format!("{CANARY}\n").as_bytes()),
+    );
+    remote.commit("a VM with a password");
+    remote.push("main");
+    let dir = remote.scratch("agent");
+    let key_file = dir.join("age.key");
+    write_private(&key_file, key.to_string().expose_secret());
+    let token = dir.join("token");
+    write_private(
+        &token,
+        &format!("{}={}", pve.info.token_id, pve.info.token_secret),
+    );
+    let mut agent = Agent::run_logging(
+        &dir,
+        &args![
+            "--repo",
+            remote.url(),
+            "--path",
+            "clusters/canary",
+            "--cache",
+            dir.join("cache"),
+            "--identity",
+            &key_file,
+            "--api-url",
+            pve.base_url(),
+            "--token-file",
+            &token,
+            "--ca-file",
+            &pve.info.ca_file,
+            "--interval",
+            "1s",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        "trace",
+    );
+    let listening = agent.wait_for("the metrics listener", |l| {
+        l.contains("metrics listening on http://")
+    });
+    let addr = listening
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split("/metrics").next())
+        .expect("address logged")
+        .to_string();
+    agent.wait_for("the apply's status commit", |l| {
+        l.contains("status committed: apply")
+    });
+    assert_eq!(
+        text(&pve.control.vm(300).await.expect("created")["config"]["cipassword"]),
+        CANARY
+    );
+    // One more pass over the applied VM (observe, compare, report in-sync).
+    agent.wait_for("a pass after the apply", |l| l.contains("status committed"));
+
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    assert!(metrics.contains("pve_gitops_"), "{metrics}");
+    assert_no_canary("/metrics", &metrics);
+    let log = agent.log();
+    assert!(log.contains("TRACE"), "trace logging is on");
+    assert_no_canary("the log", &log);
+    let status = "pve-gitops/status";
+    let mut branch = git(&remote.bare, &["log", "--format=%B", status]);
+    for commit in git(&remote.bare, &["rev-list", status]).lines() {
+        for file in git(&remote.bare, &["ls-tree", "-r", "--name-only", commit]).lines() {
+            branch.push_str(&git(&remote.bare, &["show", &format!("{commit}:{file}")]));
+        }
+    }
+    assert!(branch.contains("VirtualMachine/k3s"), "{branch}");
+    assert_no_canary("the status branch", &branch);
+    for file in std::fs::read_dir(dir.join("state")).unwrap() {
+        let path = file.unwrap().path();
+        assert_no_canary(
+            &path.display().to_string(),
+            &std::fs::read_to_string(&path).unwrap_or_default(),
+        );
     }
 }

@@ -119,6 +119,15 @@ fn every_sops_vector_decrypts_to_the_expected_document() {
         .unwrap();
         assert_eq!(got, want, "{file}");
     }
+    // Every document the vector set has an expected decryption for is in the list above,
+    // so a vector added to the set cannot go unchecked.
+    for entry in std::fs::read_dir(data("sops/expected")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            VECTORS.iter().any(|(_, _, expected)| *expected == name),
+            "sops/expected/{name} has no entry in VECTORS"
+        );
+    }
 }
 
 #[test]
@@ -167,6 +176,23 @@ fn every_negative_vector_fails_with_its_own_error_and_no_plaintext() {
         ),
         _ => panic!("{wrong}"),
     }
+
+    let mut files: Vec<String> = std::fs::read_dir(data("sops/negative"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "removed-value.enc.yaml",
+            "renamed-key.enc.yaml",
+            "tampered-mac.enc.yaml",
+            "tampered-value.enc.yaml",
+            "wrong-key.enc.yaml"
+        ],
+        "every negative vector is checked above"
+    );
 
     let messages: Vec<String> = [&tampered, &renamed, &mac, &removed, &wrong]
         .iter()
@@ -236,6 +262,11 @@ fn age_files_made_by_the_age_cli_decrypt() {
             "ssh-rsa.binary.age",
             "test-ssh-rsa",
             "ssh-rsa binary: s3cret-4\n",
+        ),
+        (
+            "ssh-ed25519.binary.age",
+            "test-ssh-ed25519",
+            "ssh-ed25519 binary: s3cret-5\n",
         ),
     ];
     for (file, key, want) in cases {

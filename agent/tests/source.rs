@@ -513,15 +513,16 @@ fn push_to_the_status_branch_reports_a_lost_race_as_an_outcome() {
 fn ssh_fetch_and_push_with_a_pinned_host_key() {
     let remote = GitRemote::new();
     let keys = remote.scratch("ssh");
-    let Some(sshd) = Sshd::start(&keys) else {
+    let Some(mut sshd) = Sshd::start(&keys) else {
         return;
     };
     remote.write("a.yaml", "a: 1\n");
     let head = remote.commit("over ssh");
     remote.push("main");
 
+    let url = sshd.url(&remote.bare);
     let ssh_config = |pins: &str, key: &Path, cache: &str| {
-        let mut c = SourceConfig::new(sshd.url(&remote.bare), "main");
+        let mut c = SourceConfig::new(url.clone(), "main");
         c.cache_root = remote.scratch(cache);
         c.credentials = Credentials::SshKey {
             private_key: key.to_path_buf(),
@@ -604,6 +605,35 @@ fn ssh_fetch_and_push_with_a_pinned_host_key() {
         err.to_string().contains("never trusted on first use"),
         "{err}"
     );
+
+    // The server's host key changes (a reinstalled server, or a machine in the middle):
+    // the source that fetched with the old pin refuses, and keeps what it fetched.
+    let client_key = sshd.client_key.clone();
+    let mut pinned = Source::open(ssh_config(&known_hosts, &client_key, "c6")).unwrap();
+    let before = updated(pinned.poll()).head;
+    let old = fingerprint(&sshd.host_key);
+    sshd.change_host_key(&keys);
+    let new = fingerprint(&sshd.host_key);
+    assert_ne!(old, new);
+    match pinned.poll() {
+        Err(Error::HostKeyMismatch { expected, got, .. }) => {
+            assert_eq!(expected, old);
+            assert_eq!(got, new);
+        }
+        other => panic!(
+            "expected the changed key to be refused, got {other:?}\nsshd log:\n{}",
+            sshd.log()
+        ),
+    }
+    assert_eq!(pinned.fetched_head(), Some(before));
+    assert_eq!(
+        pinned.read_tree(before, "").unwrap().text("a.yaml"),
+        Some("a: 1\n")
+    );
+    drop(pinned);
+    // Once the operator has checked the new key and pinned it, fetching works again.
+    let mut repinned = Source::open(ssh_config(&new, &client_key, "c6")).unwrap();
+    assert_eq!(updated(repinned.poll()).head, before);
 }
 
 #[test]

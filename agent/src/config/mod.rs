@@ -19,6 +19,8 @@
 //! identities: [/etc/pve/priv/pve-gitops/age.key]
 //! interval: 15s
 //! policy: { prune: false, reboot: never }
+//! metricsListen: 127.0.0.1:9596
+//! webhook: { listen: 0.0.0.0:9595, secretFile: /etc/pve/priv/pve-gitops/webhook.secret }
 //! ```
 //!
 //! Every key is optional; a missing one keeps the flag's default.
@@ -61,6 +63,23 @@ pub struct AgentConfig {
     /// Where pmxcfs is mounted (`/etc/pve`); the lease lock lives below it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pmxcfs_root: Option<PathBuf>,
+    /// Serve `/metrics` on this address, or `off` (`--metrics-listen`). Read at start: a
+    /// change takes a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    /// The push webhook receiver. Read at start: a change takes a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
+}
+
+/// `webhook:` — poll at once on a verified forge push webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WebhookConfig {
+    /// The address to listen on, e.g. `0.0.0.0:9595` (`--webhook-listen`).
+    pub listen: std::net::SocketAddr,
+    /// The shared secret (HMAC key, or GitLab's token) (`--webhook-secret-file`).
+    pub secret_file: PathBuf,
 }
 
 /// `repo:` — the git source (see `pve-gitops run --help` for each flag).
@@ -87,6 +106,10 @@ pub struct RepoConfig {
     /// File holding an HTTPS access token (`--git-token-file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// CA certificate(s) to verify an HTTPS remote against, instead of the system's
+    /// store (`--git-ca-file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// The SSH server's host keys: known_hosts lines or `SHA256:…` (`--host-key`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host_keys: Vec<String>,
@@ -123,6 +146,17 @@ pub struct PolicyConfig {
     /// `never` or `allowed` (`--reboot`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot: Option<RebootConfig>,
+    /// `ignore`, `report` or `heal`, over the manifests' drift mode (`--drift`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftConfig {
+    Ignore,
+    Report,
+    Heal,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,6 +282,10 @@ impl AgentConfig {
                 ));
             }
         }
+        if let Some(listen) = &self.metrics_listen {
+            crate::telemetry::metrics::parse_listen(listen)
+                .map_err(|e| ("metricsListen", format!("metricsListen: {e}")))?;
+        }
         for (name, d) in [("interval", self.interval), ("resync", self.resync)] {
             if d.is_some_and(|d| d.is_zero()) {
                 return Err((name, format!("{name} must be longer than 0s")));
@@ -353,9 +391,11 @@ api:
 identities: [/etc/pve/priv/pve-gitops/age.key]
 interval: 30s
 resync: 10m
-policy: { prune: true, reboot: allowed }
+policy: { prune: true, reboot: allowed, drift: heal }
 apply: { parallelism: 2, clonesPerTemplate: 1 }
 pmxcfsRoot: /etc/pve
+metricsListen: 0.0.0.0:9596
+webhook: { listen: '0.0.0.0:9595', secretFile: /etc/pve/priv/pve-gitops/webhook.secret }
 ";
 
     #[test]
@@ -410,6 +450,14 @@ pmxcfsRoot: /etc/pve
             (
                 "policy: { reboot: sometimes }\n",
                 "c.yaml:1:19: policy.reboot: unknown variant `sometimes`",
+            ),
+            (
+                "interval: 1s\nmetricsListen: everywhere\n",
+                "c.yaml:2:16: metricsListen: \"everywhere\": invalid socket address",
+            ),
+            (
+                "webhook: { listen: 0.0.0.0 }\n",
+                "c.yaml:1:20: webhook.listen: invalid socket address",
             ),
         ];
         for (text, expected) in cases {

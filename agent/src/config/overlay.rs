@@ -4,8 +4,8 @@
 //! its default. clap's parsed [`RunArgs`] cannot tell a default from a flag that happens
 //! to have the default's value, so [`explicit_flags`] asks clap where each value came from.
 
-use super::{AgentConfig, RebootConfig};
-use crate::cli::{Reboot, RunArgs};
+use super::{AgentConfig, DriftConfig, RebootConfig};
+use crate::cli::{Drift, Reboot, RunArgs};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 
@@ -57,6 +57,11 @@ pub fn overlay(config: &AgentConfig, mut args: RunArgs, explicit: &BTreeSet<Stri
             free("git_token_file"),
             repo.token_file.clone().map(Some),
         );
+        set(
+            &mut g.git_ca_file,
+            free("git_ca_file"),
+            repo.ca_file.clone().map(Some),
+        );
         if free("host_key") && !repo.host_keys.is_empty() {
             g.host_key = repo.host_keys.clone();
         }
@@ -100,6 +105,12 @@ pub fn overlay(config: &AgentConfig, mut args: RunArgs, explicit: &BTreeSet<Stri
             RebootConfig::Allowed => Reboot::Allowed,
         });
         set(&mut args.policy.reboot, free("reboot"), reboot.map(Some));
+        let drift = p.drift.map(|d| match d {
+            DriftConfig::Ignore => Drift::Ignore,
+            DriftConfig::Report => Drift::Report,
+            DriftConfig::Heal => Drift::Heal,
+        });
+        set(&mut args.policy.drift, free("drift"), drift.map(Some));
     }
     if let Some(a) = &config.apply {
         set(
@@ -118,6 +129,19 @@ pub fn overlay(config: &AgentConfig, mut args: RunArgs, explicit: &BTreeSet<Stri
         free("pmxcfs_root"),
         config.pmxcfs_root.clone(),
     );
+    // Checked when the file was parsed; a value that no longer parses keeps the flag's.
+    let metrics = config
+        .metrics_listen
+        .as_deref()
+        .and_then(|l| crate::telemetry::metrics::parse_listen(l).ok());
+    set(&mut args.metrics_listen, free("metrics_listen"), metrics);
+    if let Some(w) = &config.webhook {
+        // The address and its secret go together: a flag for either replaces both.
+        if free("webhook_listen") && free("webhook_secret_file") {
+            args.webhook_listen = Some(w.listen);
+            args.webhook_secret_file = Some(w.secret_file.clone());
+        }
+    }
     args
 }
 
@@ -147,8 +171,10 @@ mod tests {
 repo: { url: 'file:///srv/repo.git', branch: prod, path: clusters/a, tokenFile: /t }
 api: { url: 'https://pve:8006', fingerprint: 'AB:CD' }
 interval: 1m
-policy: { prune: true }
+policy: { prune: true, drift: heal }
 apply: { parallelism: 7 }
+metricsListen: 0.0.0.0:9100
+webhook: { listen: '127.0.0.1:9595', secretFile: /hook.secret }
 ";
 
     #[test]
@@ -166,7 +192,49 @@ apply: { parallelism: 7 }
         assert_eq!(a.connection.fingerprint.as_deref(), Some("AB:CD"));
         assert_eq!(a.interval, std::time::Duration::from_secs(60));
         assert!(a.policy.prune);
+        assert_eq!(a.policy.drift, Some(Drift::Heal));
         assert_eq!(a.apply.parallelism, 7);
+        assert_eq!(
+            a.metrics_listen,
+            crate::telemetry::metrics::Listen(Some("0.0.0.0:9100".parse().unwrap()))
+        );
+        assert_eq!(a.webhook_listen, Some("127.0.0.1:9595".parse().unwrap()));
+        assert_eq!(
+            a.webhook_secret_file.as_deref(),
+            Some(Path::new("/hook.secret"))
+        );
+    }
+
+    #[test]
+    fn metrics_and_webhook_flags_win() {
+        let config = AgentConfig::parse(Path::new("c"), CONFIG).unwrap();
+        let (args, explicit) = run_args(&[
+            "--config",
+            "c",
+            "--metrics-listen",
+            "127.0.0.1:9596",
+            "--webhook-listen",
+            "127.0.0.1:1",
+            "--webhook-secret-file",
+            "/other.secret",
+            "--drift",
+            "report",
+        ]);
+        let a = overlay(&config, args, &explicit);
+        // The flag wins even though it repeats the default.
+        assert_eq!(
+            a.metrics_listen,
+            crate::telemetry::metrics::Listen(Some("127.0.0.1:9596".parse().unwrap()))
+        );
+        assert_eq!(a.webhook_listen, Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(
+            a.webhook_secret_file.as_deref(),
+            Some(Path::new("/other.secret"))
+        );
+        assert_eq!(a.policy.drift, Some(Drift::Report));
+        let (args, explicit) = run_args(&["--config", "c", "--metrics-listen", "off"]);
+        let a = overlay(&config, args, &explicit);
+        assert_eq!(a.metrics_listen, crate::telemetry::metrics::Listen(None));
     }
 
     #[test]

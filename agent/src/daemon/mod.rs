@@ -57,8 +57,9 @@ pub struct DaemonOptions {
 /// What one pass did.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The manifests are invalid: nothing was applied. `errors` lists every problem;
-    /// `status` is the last applied one with the rejection noted.
+    /// The manifests are invalid, or the source refuses the revision (a head not signed
+    /// by an allowed key): nothing was applied. `errors` lists every problem; `status` is
+    /// the last applied one with the rejection noted.
     Invalid {
         revision: String,
         errors: String,
@@ -244,6 +245,19 @@ impl Daemon {
     async fn pass(&mut self) -> Result<Outcome> {
         let revision = self.manifests.revision()?;
         tracing::Span::current().record("commit", revision.as_str());
+        if let Some(refusal) = self.manifests.refusal() {
+            let status = status::after_rejection(
+                self.status.clone(),
+                &self.options.cluster,
+                &refusal.revision,
+                vec![refusal.reason.clone()],
+            );
+            return Ok(Outcome::Invalid {
+                revision: refusal.revision,
+                errors: refusal.reason,
+                status: Box::new(status),
+            });
+        }
         let vmlist = self.changes.fingerprint();
         if let (Some(s), Some(v)) = (self.settled.take(), vmlist) {
             if s.revision == revision && s.vmlist == v && s.at.elapsed() < self.options.resync {
@@ -524,7 +538,7 @@ fn log(pass: u64, outcome: &Outcome) {
         Outcome::Invalid {
             revision, errors, ..
         } => {
-            tracing::error!(pass, %revision, "invalid manifests; nothing from this revision is applied:\n{errors}")
+            tracing::error!(pass, %revision, "revision rejected, nothing from it is applied:\n{errors}")
         }
         Outcome::Reconciled {
             revision,

@@ -308,6 +308,14 @@ impl Manifests for Announce {
         self.inner.read(revision)
     }
 
+    fn refusal(&self) -> Option<super::sources::Refusal> {
+        self.inner.refusal()
+    }
+
+    fn preview_branches(&mut self, patterns: &[String]) -> Result<Vec<(String, String)>> {
+        self.inner.preview_branches(patterns)
+    }
+
     fn write_status(
         &mut self,
         cluster: &str,

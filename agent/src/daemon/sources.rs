@@ -16,6 +16,13 @@ pub trait Manifests: Send {
     /// The files of `revision`.
     fn read(&mut self, revision: &str) -> Result<Repository>;
 
+    /// Whether the last [`revision`](Manifests::revision) is one the source refuses to
+    /// have applied (signed-commit mode: a head not signed by an allowed key), and why.
+    /// The daemon reports it like an invalid revision and applies nothing.
+    fn refusal(&self) -> Option<Refusal> {
+        None
+    }
+
     /// Branches to preview: every branch of the source matching one of `patterns` (see
     /// [`crate::preview::matches`]) except the applied and status branches, with its
     /// head, ready to [`read`](Manifests::read). Sources without branches have none.
@@ -34,6 +41,15 @@ pub trait Manifests: Send {
     ) -> Result<Option<String>> {
         Ok(None)
     }
+}
+
+/// A head the source will not have applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The refused commit.
+    pub revision: String,
+    /// Why, for the operator (names the remote, the branch and the commit).
+    pub reason: String,
 }
 
 /// A manifests directory on disk; its revision is a fingerprint of the files' sizes and
@@ -58,6 +74,8 @@ pub struct Git {
     status_branch: String,
     /// The last head the remote gave (and, in signed mode, that passed verification).
     last_good: Option<git2::Oid>,
+    /// The head the last poll refused (signed-commit mode), until a good one replaces it.
+    refused: Option<Refusal>,
 }
 
 impl Git {
@@ -71,15 +89,18 @@ impl Git {
             subdir: subdir.into(),
             status_branch: status_branch.into(),
             last_good: None,
+            refused: None,
         }
     }
 }
 
 impl Manifests for Git {
-    /// The branch head. When the remote cannot be reached, or its head is refused (signed
-    /// mode), the last good head is kept: the cluster stays reconciled to it, and the
-    /// problem is logged every pass until it clears.
+    /// The branch head. When the remote cannot be reached, the last good head is kept:
+    /// the cluster stays reconciled to it, and the problem is logged every pass until it
+    /// clears. A head refused in signed-commit mode is returned with its
+    /// [`refusal`](Manifests::refusal), so the status branch says why nothing is applied.
     fn revision(&mut self) -> Result<String> {
+        self.refused = None;
         match self.source.poll() {
             Ok(Poll::Unchanged { head }) => Ok(head.to_string()),
             Ok(Poll::Updated(update)) => {
@@ -94,6 +115,17 @@ impl Manifests for Git {
                 self.last_good = Some(update.head);
                 Ok(update.head.to_string())
             }
+            Err(e @ crate::source::Error::Signature { .. }) => {
+                let crate::source::Error::Signature { commit, .. } = &e else {
+                    unreachable!("matched above")
+                };
+                let revision = commit.to_string();
+                self.refused = Some(Refusal {
+                    revision: revision.clone(),
+                    reason: e.to_string(),
+                });
+                Ok(revision)
+            }
             Err(e) => {
                 crate::telemetry::git_fetch_failed();
                 match self.last_good {
@@ -105,6 +137,10 @@ impl Manifests for Git {
                 }
             }
         }
+    }
+
+    fn refusal(&self) -> Option<Refusal> {
+        self.refused.clone()
     }
 
     fn read(&mut self, revision: &str) -> Result<Repository> {

@@ -106,9 +106,12 @@ pub fn init(args: &InitArgs, out: &mut dyn Write) -> Result<Outcome> {
         policy: Some(PolicyConfig {
             prune: Some(false),
             reboot: Some(RebootConfig::Never),
+            drift: None,
         }),
         apply: None,
         pmxcfs_root: (args.pve_root != Path::new("/etc/pve")).then(|| args.pve_root.clone()),
+        metrics_listen: None,
+        webhook: None,
     };
     match existing {
         Some(_) => step(
@@ -190,6 +193,7 @@ fn repo_settings(
         cache: None,
         deploy_key,
         token_file: args.git_token_file.clone(),
+        ca_file: args.git_ca_file.clone(),
         host_keys,
         allowed_signers: None,
     })

@@ -7,9 +7,12 @@
 
 use super::error::Error;
 use super::hostkey::{fingerprint, HostKeyPins};
+use super::tls::CaTrust;
 use super::url::RemoteUrl;
 use super::Credentials;
-use git2::{CertificateCheckStatus, Cred, CredentialType, ErrorCode, Oid, RemoteCallbacks};
+use git2::{
+    CertificateCheckStatus, Cred, CredentialType, ErrorClass, ErrorCode, Oid, RemoteCallbacks,
+};
 use std::cell::{Cell, RefCell};
 
 /// User name for SSH (when the URL has none) and HTTPS token authentication. Forges accept
@@ -21,8 +24,12 @@ pub(crate) struct Session<'a> {
     pub url: &'a RemoteUrl,
     credentials: &'a Credentials,
     host_keys: Option<&'a HostKeyPins>,
+    /// HTTPS: verify the server against this CA file instead of the system's store.
+    ca: Option<&'a CaTrust>,
     /// The typed error of a callback that refused.
     failure: RefCell<Option<Error>>,
+    /// The host whose TLS certificate libgit2 last showed, for its refusal.
+    tls_host: RefCell<Option<String>>,
     /// Whether the configured credential was already offered: libgit2 asks again after the
     /// server rejects it, and offering it again would loop forever.
     offered: Cell<bool>,
@@ -33,12 +40,15 @@ impl<'a> Session<'a> {
         url: &'a RemoteUrl,
         credentials: &'a Credentials,
         host_keys: Option<&'a HostKeyPins>,
+        ca: Option<&'a CaTrust>,
     ) -> Self {
         Self {
             url,
             credentials,
             host_keys,
+            ca,
             failure: RefCell::new(None),
+            tls_host: RefCell::new(None),
             offered: Cell::new(false),
         }
     }
@@ -47,11 +57,17 @@ impl<'a> Session<'a> {
     pub fn callbacks(&self) -> RemoteCallbacks<'_> {
         let mut cb = RemoteCallbacks::new();
         cb.credentials(|_url, user, allowed| self.credential(user, allowed));
-        cb.certificate_check(|cert, host| match cert.as_hostkey() {
-            Some(key) => self.check_host_key(host, key.hash_sha256()),
-            // TLS: libgit2 has verified the certificate chain and host name with OpenSSL;
-            // its verdict stands.
-            None => Ok(CertificateCheckStatus::CertificatePassthrough),
+        cb.certificate_check(|cert, host| {
+            match (cert.as_hostkey(), cert.as_x509(), self.ca) {
+                (Some(key), _, _) => self.check_host_key(host, key.hash_sha256()),
+                (None, Some(x509), Some(ca)) => self.check_tls(ca, x509.data(), host),
+                // TLS without a CA file: libgit2 has verified the certificate chain and
+                // host name against the system's store with OpenSSL; its verdict stands.
+                _ => {
+                    *self.tls_host.borrow_mut() = Some(host.to_string());
+                    Ok(CertificateCheckStatus::CertificatePassthrough)
+                }
+            }
         });
         cb
     }
@@ -118,6 +134,23 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// The CA file decides, whatever OpenSSL made of the system's store.
+    fn check_tls(
+        &self,
+        ca: &CaTrust,
+        der: &[u8],
+        host: &str,
+    ) -> Result<CertificateCheckStatus, git2::Error> {
+        match ca.verify(der, host) {
+            Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
+            Err(message) => Err(self.fail(Error::Tls {
+                url: self.url.to_string(),
+                host: host.to_string(),
+                message,
+            })),
+        }
+    }
+
     fn auth_error(&self, message: &str) -> Error {
         Error::Auth {
             url: self.url.to_string(),
@@ -145,6 +178,21 @@ impl<'a> Session<'a> {
                 message,
             },
             Some(e) => e,
+            // OpenSSL's verdict on a certificate shown to the callback (libgit2 reports
+            // it as an SSL-class error, or GIT_ECERTIFICATE).
+            None if self.tls_host.borrow().is_some()
+                && (err.code() == ErrorCode::Certificate || err.class() == ErrorClass::Ssl) =>
+            {
+                Error::Tls {
+                    url,
+                    host: self.tls_host.borrow().clone().unwrap_or_default(),
+                    message: format!(
+                        "{} (checked against the system's CA store; for a server behind a \
+                     private CA, configure that CA's certificate: repo.caFile, --git-ca-file)",
+                        err.message()
+                    ),
+                }
+            }
             None if err.code() == ErrorCode::Auth => Error::Auth {
                 url,
                 action: action.to_string(),

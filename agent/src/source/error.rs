@@ -24,6 +24,15 @@ pub enum Error {
         got: String,
     },
 
+    /// An HTTPS server whose certificate does not chain to the configured CA file (or,
+    /// without one, to the system's store) or does not name the host.
+    #[error("{url}: TLS certificate of {host} is not trusted: {message}; refusing to connect")]
+    Tls {
+        url: String,
+        host: String,
+        message: String,
+    },
+
     /// A credential file (deploy key, token) cannot be read.
     #[error("{url}: cannot read credential file {}: {source}", path.display())]
     Credential {

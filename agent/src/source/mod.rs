@@ -26,8 +26,9 @@
 //!
 //! - Transports: SSH with a deploy key and a pinned host key (`hostkey.rs`: never trusted
 //!   on first use), HTTPS with a token read from a file (the password of basic auth; TLS
-//!   by libgit2's OpenSSL), `file://` and absolute paths. Credentials never appear in a
-//!   URL, a log line or an error (`url.rs`, `error.rs`).
+//!   by libgit2's OpenSSL against the system's store, or against a CA file: `tls.rs`),
+//!   `file://` and absolute paths. Credentials never appear in a URL, a log line or an
+//!   error (`url.rs`, `error.rs`).
 //! - A poll lists the remote's refs over one connection and downloads objects only when
 //!   the branch head changed (`fetch.rs`), so an idle agent costs one round trip per poll.
 //! - The cache (`cache.rs`) is a bare repository per URL under a root directory; it
@@ -48,6 +49,7 @@ mod hostkey;
 mod probe;
 mod push;
 mod signers;
+mod tls;
 mod tree;
 mod url;
 
@@ -94,6 +96,9 @@ pub struct SourceConfig {
     pub credentials: Credentials,
     /// Required for SSH remotes.
     pub host_keys: Option<HostKeyPins>,
+    /// HTTPS: verify the server against the CA certificates in this PEM file instead of
+    /// the system's store (a self-hosted forge with a private CA).
+    pub ca_file: Option<PathBuf>,
     /// `Some`: signed-commit mode, only heads signed by one of these keys are accepted.
     pub allowed_signers: Option<AllowedSigners>,
 }
@@ -107,6 +112,7 @@ impl SourceConfig {
             cache_root: PathBuf::from(DEFAULT_CACHE_ROOT),
             credentials: Credentials::None,
             host_keys: None,
+            ca_file: None,
             allowed_signers: None,
         }
     }
@@ -153,6 +159,7 @@ pub struct Source {
     branch: String,
     credentials: Credentials,
     host_keys: Option<HostKeyPins>,
+    ca: Option<tls::CaTrust>,
     signers: Option<AllowedSigners>,
     path: PathBuf,
     repo: Repository,
@@ -210,6 +217,16 @@ impl Source {
             }
             _ => {}
         }
+        let ca = match (&config.ca_file, url.transport()) {
+            (None, _) => None,
+            (Some(file), Transport::Https) => Some(tls::CaTrust::load(file).map_err(config_error)?),
+            (Some(_), _) => {
+                return Err(config_error(
+                    "a CA file verifies an HTTPS server; this remote does not use HTTPS"
+                        .to_string(),
+                ))
+            }
+        };
         let path = cache::cache_dir(&config.cache_root, &url);
         let (repo, event) = cache::open(&path, &url, &config.branch)?;
         Ok(Self {
@@ -217,6 +234,7 @@ impl Source {
             branch: config.branch,
             credentials: config.credentials,
             host_keys: config.host_keys,
+            ca,
             signers: config.allowed_signers,
             path,
             repo,
@@ -352,7 +370,7 @@ impl Source {
         }
         self.ensure_cache()?;
         self.stats.pushes += 1;
-        let session = Session::new(&self.url, &self.credentials, self.host_keys.as_ref());
+        let session = self.session();
         push::push(&self.repo, &session, commit, branch, expected_remote_old)
     }
 
@@ -394,8 +412,8 @@ impl Source {
     }
 
     fn sync_once(&mut self, branch: &str) -> Result<fetch::Synced, Error> {
-        let session = Session::new(&self.url, &self.credentials, self.host_keys.as_ref());
         self.stats.listings += 1;
+        let session = self.session();
         let synced = fetch::sync_branch(&self.repo, &session, branch)?;
         self.remote_branches.clone_from(&synced.branches);
         if synced.fetched {
@@ -403,6 +421,15 @@ impl Source {
             tracing::info!(url = %self.url, branch, from = ?synced.previous, to = ?synced.head, "fetched");
         }
         Ok(synced)
+    }
+
+    fn session(&self) -> Session<'_> {
+        Session::new(
+            &self.url,
+            &self.credentials,
+            self.host_keys.as_ref(),
+            self.ca.as_ref(),
+        )
     }
 
     /// Rebuild the cache if it was deleted under us.

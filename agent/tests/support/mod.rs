@@ -17,9 +17,11 @@ macro_rules! fake {
     };
 }
 
+pub mod agent;
 pub mod control;
 pub mod fakepve;
 pub mod git;
+pub mod https_git;
 pub mod pass;
 pub mod scale;
 pub mod sshd;

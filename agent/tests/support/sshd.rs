@@ -109,6 +109,42 @@ impl Sshd {
         panic!("sshd did not start; its log:\n{last_log}");
     }
 
+    /// Stop, give the server a new host key, and start again on the same port (a
+    /// reinstalled or impersonated server). Panics if it does not come back.
+    pub fn change_host_key(&mut self, dir: &Path) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let new_key = ssh_keygen(dir, "host_key_changed");
+        let authorized = dir.join("authorized_keys");
+        let config = dir.join("sshd_config.changed");
+        let log = dir.join("sshd.changed.log");
+        std::fs::write(
+            &config,
+            config_text(self.port, dir, &new_key, &authorized, &self.user),
+        )
+        .unwrap();
+        // The old listener is closed; a bind can still race a dying process, so retry.
+        for _ in 0..50 {
+            self.child = Command::new(SSHD)
+                .args(["-D", "-e", "-f"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("spawn sshd");
+            self.log = log.clone();
+            self.host_key = new_key.clone();
+            if self.wait_ready() {
+                return;
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("sshd did not restart; its log:\n{}", self.log());
+    }
+
     /// `ssh://user@127.0.0.1:port/<path>`.
     pub fn url(&self, path: &Path) -> String {
         format!(
