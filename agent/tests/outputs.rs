@@ -290,4 +290,39 @@ async fn seed_003_publishes_the_guest_agents_ip_and_an_encrypted_kubeconfig() {
         applied,
         "the applied branch is never written"
     );
+
+    // DHCP instead of the static address: the inventory takes what the guest reports.
+    let k3s = std::fs::read_to_string(remote.work.join("clusters/k3s/k3s.yaml")).unwrap();
+    let dhcp = k3s
+        .replace(
+            "      - ipv4: 192.168.1.50/24 # static; DHCP: `ipv4: dhcp`, and drop waitFor.tcpPort (it dials this address)\n        gateway: 192.168.1.1\n",
+            "      - ipv4: dhcp\n",
+        )
+        .replace("    tcpPort: 6443 # the Kubernetes API answers\n", "");
+    assert_eq!(dhcp.lines().count(), k3s.lines().count() - 2);
+    remote.write("clusters/k3s/k3s.yaml", dhcp);
+    remote.commit("k3s-01 on DHCP");
+    remote.push("main");
+    let mut leased = interfaces.clone();
+    leased[1]["ip-addresses"][1]["ip-address"] = json!("192.168.1.77");
+    pve.control
+        .update_vm(100, json!({ "agent": { "interfaces": leased, "files": { "/etc/rancher/k3s/k3s.yaml": KUBECONFIG } } }))
+        .await;
+    let outcome = daemon.tick().await.unwrap();
+    let Outcome::Reconciled { report, .. } = outcome else {
+        panic!("not reconciled: {outcome:#?}")
+    };
+    assert!(report.failed.is_empty(), "{report:#?}");
+    assert!(report.done.contains_key("k3s-01"), "{report:#?}");
+    let inventory = yaml(&show(bare, "k3s/inventory.yaml"));
+    assert_eq!(
+        inventory["all"]["hosts"]["k3s-01"]["ansible_host"],
+        "192.168.1.77"
+    );
+    assert_eq!(
+        yaml(&show(bare, "k3s/outputs.yaml"))["k3s-01"]["ip"],
+        "192.168.1.77"
+    );
+    // Read again (the VM changed), the same kubeconfig: the same ciphertext.
+    assert_eq!(show(bare, "k3s/outputs/k3s-01/kubeconfig.age"), sealed);
 }
