@@ -12,17 +12,46 @@ use pve_gitops::pass::{execute, prepare};
 use pve_gitops::plan::Policy;
 use pve_gitops::pve::PveClient;
 use pve_gitops::revision::{load, Revision};
+use pve_gitops::secrets::{Decryptor, Identities};
 use serde_json::{json, Value};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use support::control::text;
 use support::fakepve::{FakePve, Options};
 
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
 fn revision(name: &str) -> Revision {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(name);
-    let repo = pve_gitops::manifests::read_dir(&dir).expect("example readable");
-    load(&repo, None).unwrap_or_else(|e| panic!("{}", e.join("\n")))
+    revision_with(name, None)
+}
+
+/// The example, its secrets decrypted with `decryptor`.
+fn revision_with(name: &str, decryptor: Option<&Decryptor>) -> Revision {
+    let repo = pve_gitops::manifests::read_dir(&examples().join(name)).expect("example readable");
+    load(&repo, decryptor).unwrap_or_else(|e| panic!("{}", e.join("\n")))
+}
+
+/// The public demo identity the examples' secrets are encrypted to.
+fn demo_decryptor(dir: &Path) -> Decryptor {
+    use std::os::unix::fs::PermissionsExt;
+    let file = dir.join("demo-age.key");
+    std::fs::copy(examples().join("keys/demo-age.key"), &file).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut ids = Identities::new();
+    ids.add_file(&file).unwrap();
+    Decryptor::new(ids)
+}
+
+/// The fake's guests by name.
+async fn guests(pve: &FakePve) -> std::collections::BTreeMap<String, Value> {
+    let state = pve.control.state().await;
+    state["guests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (text(&g["name"]), g.clone()))
+        .collect()
 }
 
 async fn pass(client: &PveClient, rev: &Revision, options: &ApplyOptions) -> Report {
@@ -127,4 +156,97 @@ async fn example_002_converges_from_empty_and_then_writes_nothing() {
     let last_manager = (401..=403).map(position).max().unwrap();
     let first_app = (404..=406).map(position).min().unwrap();
     assert!(last_manager < first_app, "{last_manager} < {first_app}");
+}
+
+/// Seed 000: dns02, manager01-03 and worker01-03 cloned in full from the Packer templates
+/// 9001-9003 onto Ceph RBD (iothread, discard, ssd), round-robin over pve01..03, the
+/// cloud-init drive on CephFS (ide0) with the decrypted password, static addresses
+/// cidrhost(.., offset + i), and each VM's rendered user-data on CephFS as `cicustom`.
+#[tokio::test]
+async fn example_000_converges_from_empty_and_then_writes_nothing() {
+    let pve = fake!(Options {
+        nodes: vec!["pve01".into(), "pve02".into(), "pve03".into()],
+        time_scale: 0.0,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cephfs = dir.path().join("cephfs");
+    pve.control.ceph(json!({ "add_storage": "rbd" })).await;
+    pve.control
+        .post(
+            "/storages",
+            json!({ "cephfs": { "type": "cephfs", "path": cephfs, "shared": 1,
+                                "content": "snippets,iso,vztmpl,backup,import" } }),
+        )
+        .await;
+    pve.control
+        .post(
+            "/capacity",
+            json!({ "nodes": { "maxcpu": 64, "maxmem": 1u64 << 40, "mem": 0 },
+                    "storages": { "rbd": 64u64 << 40, "cephfs": 64u64 << 40 } }),
+        )
+        .await;
+    for vmid in [9001, 9002, 9003] {
+        pve.control.create_template(vmid, "pve01", "rbd").await;
+    }
+    let decryptor = demo_decryptor(dir.path());
+    let rev = revision_with("000-hashicorp-cluster", Some(&decryptor));
+    let options = ApplyOptions {
+        node: Some("pve01".into()),
+        secrets: rev.secrets.clone(),
+        ..ApplyOptions::default()
+    };
+    let report = converge(&pve, &rev, &options).await;
+    assert_eq!(report.done.len(), 7 + 3, "{:?}", report.done.keys());
+
+    let guests = guests(&pve).await;
+    let nodes = ["pve01", "pve02", "pve03"];
+    let mut expected = vec![("dns02".to_string(), "pve01", 2, "8G")];
+    for (i, node) in nodes.iter().enumerate() {
+        expected.push((format!("manager{:02}", i + 1), node, 71 + i, "8G"));
+        expected.push((format!("worker{:02}", i + 1), node, 81 + i, "30G"));
+    }
+    for (name, node, host, size) in &expected {
+        let vm = guests.get(name).unwrap_or_else(|| panic!("{name} created"));
+        assert_eq!(vm["node"], *node, "{name}");
+        assert_eq!(vm["status"], "running", "{name}");
+        let disk = config(vm, "scsi0");
+        assert!(disk.starts_with("rbd:vm-"), "{name}: {disk}");
+        let size = format!("size={size}");
+        for option in ["iothread=1", "discard=on", "ssd=1", &size] {
+            assert!(disk.contains(option), "{name}: {option} in {disk}");
+        }
+        assert!(
+            config(vm, "ide0").starts_with("cephfs:"),
+            "{name}: {}",
+            vm["config"]
+        );
+        assert!(config(vm, "net0").contains("bridge=vmbr2"), "{name}");
+        assert_eq!(
+            config(vm, "ipconfig0"),
+            format!("ip=192.168.1.{host}/24,gw=192.168.1.1"),
+            "{name}"
+        );
+        assert_eq!(config(vm, "ciuser"), "admin");
+        assert!(!config(vm, "cipassword").is_empty(), "{name}: password set");
+        assert!(
+            config(vm, "cicustom").starts_with(&format!("user=cephfs:snippets/pve-gitops-{name}-")),
+            "{name}"
+        );
+        assert!(config(vm, "tags").split(';').any(|t| t == "pve-gitops"));
+    }
+    assert_eq!(
+        guests.values().filter(|g| g["template"] == false).count(),
+        7
+    );
+    // One user-data file per VM on the shared CephFS, secrets rendered in.
+    let files: Vec<_> = std::fs::read_dir(cephfs.join("snippets"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 7, "{files:?}");
+    assert!(files
+        .iter()
+        .all(|f| std::fs::read_to_string(cephfs.join("snippets").join(f))
+            .unwrap()
+            .starts_with("#cloud-config")));
 }
