@@ -250,3 +250,252 @@ async fn example_000_converges_from_empty_and_then_writes_nothing() {
             .unwrap()
             .starts_with("#cloud-config")));
 }
+
+/// Seed 001: three Talos clusters (sol 3+3, luna 3+3, terra 1+2) created from scratch:
+/// the Talos ISO downloaded to every node and attached as ide2, the EVPN zone with one
+/// vnet and two subnets per cluster applied once, the datacenter firewall and each
+/// guest's, one pool per cluster with its members, the SOPS-encrypted machine configs
+/// rendered to CephFS, sol-wk-1 pinned to pve01 with the GPU, control planes gated on the
+/// Talos API port before the workers start.
+#[tokio::test]
+async fn example_001_converges_from_empty_and_then_writes_nothing() {
+    let nodes = ["pve01", "pve02", "pve03"];
+    let pve = fake!(Options {
+        nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        time_scale: 0.0,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let resources = dir.path().join("resources");
+    pve.control.ceph(json!({ "add_storage": "rbd" })).await;
+    pve.control
+        .post(
+            "/storages",
+            json!({ "resources": { "type": "cephfs", "path": resources, "shared": 1,
+                                   "content": "snippets,iso,vztmpl,backup,import" } }),
+        )
+        .await;
+    pve.control
+        .post(
+            "/capacity",
+            json!({ "nodes": { "maxcpu": 64, "maxmem": 1u64 << 40, "mem": 0 },
+                    "storages": { "rbd": 64u64 << 40, "resources": 64u64 << 40 } }),
+        )
+        .await;
+    let iso = pve
+        .control
+        .post(
+            "/remote_files",
+            json!({ "url": "https://artifacts.example.com/talos/v1.11.5/talos-frr-v1.11.5-nocloud-amd64.iso",
+                    "content": "talos iso", "size": 100u64 << 20 }),
+        )
+        .await;
+    let mut repo =
+        pve_gitops::manifests::read_dir(&examples().join("001-talos-multicluster")).unwrap();
+    let text = repo
+        .text("common/talos-iso.yaml")
+        .unwrap()
+        .replace(&"0".repeat(64), &text(&iso["sha256"]));
+    repo.add("common/talos-iso.yaml", text);
+    let decryptor = demo_decryptor(dir.path());
+    let rev = load(&repo, Some(&decryptor)).unwrap_or_else(|e| panic!("{}", e.join("\n")));
+    // The Talos API "answers" on every control plane's address.
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut probes = std::collections::BTreeMap::new();
+    for (id, n) in [(101, 3), (102, 3), (103, 1)] {
+        for host in 11..11 + n {
+            let addr: std::net::SocketAddr = format!("10.0.{id}.{host}:50000").parse().unwrap();
+            probes.insert(addr, api.local_addr().unwrap());
+        }
+    }
+    let options = ApplyOptions {
+        node: Some("pve01".into()),
+        secrets: rev.secrets.clone(),
+        tcp_probes: Some(std::sync::Arc::new(probes)),
+        ..ApplyOptions::default()
+    };
+    let report = converge(&pve, &rev, &options).await;
+    // `nodes: all` on a shared storage: downloaded once, seen by every node.
+    assert_eq!(
+        report.done["StorageDownload/talos-iso"],
+        ["download talos-frr-v1.11.5-nocloud-amd64.iso to pve01"],
+        "{report:#?}"
+    );
+
+    // Guests: names, vmids, nodes, disks, NICs, the ISO, the cloud-init drive, pools.
+    let guests = guests(&pve).await;
+    let state = pve.control.state().await;
+    let mut count = 0;
+    for (cluster, id, cps, wks) in [
+        ("sol", 101, 3, 3),
+        ("luna", 102, 3, 3),
+        ("terra", 103, 1, 2),
+    ] {
+        let members: Vec<(String, u32, usize, &str)> = (0..cps)
+            .map(|i| {
+                (
+                    format!("{cluster}-cp-{}", i + 1),
+                    id * 100 + 11 + i as u32,
+                    i,
+                    "controlplane",
+                )
+            })
+            .chain((0..wks).map(|i| {
+                (
+                    format!("{cluster}-wk-{}", i + 1),
+                    id * 100 + 21 + i as u32,
+                    i,
+                    "worker",
+                )
+            }))
+            .collect();
+        let mut pool: Vec<u64> = Vec::new();
+        for (name, vmid, i, role) in members {
+            count += 1;
+            let vm = guests
+                .get(&name)
+                .unwrap_or_else(|| panic!("{name} created"));
+            assert_eq!(vm["vmid"], vmid, "{name}");
+            let pinned = name == "sol-wk-1";
+            let node = if pinned { "pve01" } else { nodes[i % 3] };
+            assert_eq!(vm["node"], node, "{name}");
+            assert_eq!(vm["status"], "running", "{name}");
+            assert_eq!(vm["pool"], format!("talos-{cluster}"), "{name}");
+            pool.push(vmid.into());
+            let ide2 = config(vm, "ide2");
+            assert!(
+                ide2.starts_with("resources:iso/talos-frr-v1.11.5-nocloud-amd64.iso"),
+                "{name}: {ide2}"
+            );
+            assert!(
+                config(vm, "ide0").starts_with("rbd:"),
+                "{name}: {}",
+                vm["config"]
+            );
+            assert!(config(vm, "scsi0").contains("size=64G"), "{name}");
+            assert!(
+                config(vm, "net0").contains(&format!("bridge=vnet{id}")),
+                "{name}"
+            );
+            let net1 = config(vm, "net1");
+            assert!(
+                net1.contains("bridge=vmbr0") && net1.contains(&format!("tag={id}")),
+                "{name}"
+            );
+            assert!(net1.contains("firewall=1"), "{name}: {net1}");
+            let host = if role == "worker" { 21 + i } else { 11 + i };
+            assert!(
+                config(vm, "ipconfig0")
+                    .starts_with(&format!("ip=10.0.{id}.{host}/24,gw=10.0.{id}.254")),
+                "{name}: {}",
+                config(vm, "ipconfig0")
+            );
+            assert_eq!(config(vm, "ipconfig1"), "ip6=auto", "{name}");
+            assert!(
+                config(vm, "cicustom")
+                    .starts_with(&format!("user=resources:snippets/pve-gitops-{name}-")),
+                "{name}"
+            );
+            let tags = config(vm, "tags");
+            for t in [
+                "talos",
+                "pve-gitops",
+                &format!("cluster-{cluster}"),
+                &format!("role-{role}"),
+            ] {
+                assert!(tags.split(';').any(|x| x == t), "{name}: {t} in {tags}");
+            }
+            if pinned {
+                assert_eq!(config(vm, "machine"), "q35");
+                assert!(
+                    config(vm, "hostpci0").contains("mapping=gpu-rtx4000"),
+                    "{}",
+                    vm["config"]
+                );
+                assert_eq!(config(vm, "memory"), "32768");
+            } else {
+                assert!(vm["config"].get("hostpci0").is_none(), "{name}");
+            }
+            // The guest firewall: options and the `talos` group.
+            let rules: Vec<Value> = pve
+                .client()
+                .get(
+                    &format!("/nodes/{node}/qemu/{vmid}/firewall/rules"),
+                    &pve_gitops::pve::Params::new(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(rules.len(), 1, "{name}: {rules:?}");
+            assert_eq!(
+                (&rules[0]["type"], &rules[0]["action"]),
+                (&json!("group"), &json!("talos"))
+            );
+        }
+        pool.sort();
+        assert_eq!(
+            state["pools"][format!("talos-{cluster}")],
+            json!(pool),
+            "{cluster}"
+        );
+    }
+    assert_eq!(count, 15);
+    assert_eq!(guests.len(), 15);
+
+    // SDN: one EVPN zone, a vnet and two subnets per cluster, applied once.
+    let sdn = pve.control.get("/sdn").await;
+    assert_eq!(sdn["applies"], 1, "{sdn}");
+    let running = &sdn["running"];
+    assert_eq!(running["zones"]["talos"]["type"], "evpn");
+    for id in [101, 102, 103] {
+        assert_eq!(running["vnets"][format!("vnet{id}")]["tag"], 10000 + id);
+        assert_eq!(
+            running["subnets"][format!("talos-10.0.{id}.0-24")]["gateway"],
+            format!("10.0.{id}.254")
+        );
+        assert!(running["subnets"][format!("talos-fd00:{id}::-64")].is_object());
+    }
+    for node in nodes {
+        let content: Vec<Value> = pve
+            .client()
+            .get(
+                &format!("/nodes/{node}/storage/resources/content"),
+                &pve_gitops::pve::Params::new().with("content", "iso"),
+            )
+            .await
+            .unwrap();
+        assert!(
+            content
+                .iter()
+                .any(|c| c["volid"] == "resources:iso/talos-frr-v1.11.5-nocloud-amd64.iso"),
+            "{node}: {content:?}"
+        );
+    }
+    // The datacenter firewall's group, IP sets and aliases.
+    let group: Vec<Value> = pve
+        .client()
+        .get(
+            "/cluster/firewall/groups/talos",
+            &pve_gitops::pve::Params::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(group.len(), 5);
+    // Each VM's machine config on CephFS, the SOPS secrets rendered in.
+    let snippets: Vec<_> = std::fs::read_dir(resources.join("snippets"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(snippets.len(), 15);
+    for f in &snippets {
+        let content = std::fs::read_to_string(f).unwrap();
+        assert!(!content.contains("<secret:"), "{}", f.display());
+    }
+    // Control planes passed their gate before any worker of their cluster started.
+    let requests = pve.control.requests(100_000).await;
+    let started = |vmid: u32| {
+        requests
+            .iter()
+            .position(|(m, p, _)| m == "POST" && p.ends_with(&format!("/qemu/{vmid}/status/start")))
+            .unwrap_or_else(|| panic!("{vmid} started"))
+    };
+    assert!((10111..=10113).map(started).max() < (10121..=10123).map(started).min());
+}
