@@ -325,4 +325,26 @@ async fn seed_003_publishes_the_guest_agents_ip_and_an_encrypted_kubeconfig() {
     );
     // Read again (the VM changed), the same kubeconfig: the same ciphertext.
     assert_eq!(show(bare, "k3s/outputs/k3s-01/kubeconfig.age"), sealed);
+
+    // An Inventory manifest shapes inventory.yaml: its groups and variables.
+    remote.write(
+        "clusters/k3s/inventory.yaml",
+        "apiVersion: pve-gitops/v1alpha1\nkind: Inventory\nmetadata: { name: k3s }\n\
+         spec: { format: ansible, groupBy: [app], vars: { ansible_user: ubuntu } }\n",
+    );
+    remote.commit("an inventory");
+    remote.push("main");
+    daemon.tick().await.unwrap();
+    let inventory = yaml(&show(bare, "k3s/inventory.yaml"));
+    assert_eq!(
+        inventory["all"]["vars"]["ansible_user"], "ubuntu",
+        "{inventory:?}"
+    );
+    assert_eq!(
+        inventory["all"]["hosts"]["k3s-01"]["ansible_host"],
+        "192.168.1.77"
+    );
+    assert!(inventory["all"]["children"]["k3s"]["hosts"]
+        .get("k3s-01")
+        .is_some());
 }
