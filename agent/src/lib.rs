@@ -13,6 +13,7 @@ pub mod kinds;
 pub mod lease;
 pub mod manifests;
 pub mod observe;
+pub mod outputs;
 pub mod pass;
 pub mod plan;
 pub mod preflight;

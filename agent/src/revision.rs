@@ -21,6 +21,21 @@ pub struct Revision {
     pub desired: DesiredState,
     /// Decrypted values; empty when no identity was given (then nothing secret is set).
     pub secrets: std::sync::Arc<Secrets>,
+    /// Who secret outputs are encrypted to: the cluster directory's `recipients.txt`
+    /// (`None`: there is none; the agent's own identity then receives them).
+    pub recipients: Option<Vec<String>>,
+}
+
+impl Revision {
+    /// The recipients of secret outputs: the repository's, else those of `identity`.
+    pub fn output_recipients(&self, identity: Option<&Decryptor>) -> Vec<String> {
+        match &self.recipients {
+            Some(r) => r.clone(),
+            None => identity
+                .map(|d| d.identities().recipients())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// Plaintext values by VM and PVE config key (`cipassword`).
@@ -63,10 +78,21 @@ pub fn load(repo: &Repository, decryptor: Option<&Decryptor>) -> Result<Revision
             .map(ToString::to_string)
             .collect::<Vec<_>>()
     })?;
+    use crate::outputs::seal::{parse_recipients, RECIPIENTS_FILE};
+    let recipients = match repo.text(RECIPIENTS_FILE) {
+        None if repo.exists(RECIPIENTS_FILE) => {
+            return Err(vec![format!("{RECIPIENTS_FILE}: not a text file")])
+        }
+        None => None,
+        Some(text) => {
+            Some(parse_recipients(RECIPIENTS_FILE, text).map_err(|e| vec![e.to_string()])?)
+        }
+    };
     let Some(decryptor) = decryptor else {
         return Ok(Revision {
             desired,
             secrets: Default::default(),
+            recipients,
         });
     };
     let mut files: BTreeMap<String, Result<Decrypted, String>> = BTreeMap::new();
@@ -125,6 +151,7 @@ pub fn load(repo: &Repository, decryptor: Option<&Decryptor>) -> Result<Revision
         Ok(Revision {
             desired,
             secrets: std::sync::Arc::new(secrets),
+            recipients,
         })
     } else {
         errors.dedup();

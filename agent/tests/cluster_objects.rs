@@ -18,10 +18,16 @@ use std::path::Path;
 use support::fakepve::{FakePve, Options};
 
 fn example(name: &str) -> DesiredState {
+    example_with(name, |_| {})
+}
+
+/// An example with `edit` made to its files first.
+fn example_with(name: &str, edit: impl FnOnce(&mut Repository)) -> DesiredState {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../examples")
         .join(name);
-    let repo: Repository = pve_gitops::manifests::read_dir(&dir).expect("example readable");
+    let mut repo: Repository = pve_gitops::manifests::read_dir(&dir).expect("example readable");
+    edit(&mut repo);
     load(&repo).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -371,29 +377,57 @@ async fn seed_004_vms_get_label_tags_on_the_vnet() {
         time_scale: 0.0,
     });
     let control = &pve.control;
-    for storage in ["nvme", "ssd", "hdd"] {
-        control.ceph(json!({ "add_storage": storage })).await;
-    }
+    // The example builds template 9000 from a downloaded image (on `local`, which also
+    // holds the snippets) and puts the tier disks on three LVM-thin storages.
+    let dir = tempfile::tempdir().unwrap();
+    let lvm = |pool: &str| json!({ "type": "lvmthin", "vgname": "pve", "thinpool": pool, "content": "images,rootdir" });
+    control
+        .post(
+            "/storages",
+            json!({ "local": { "type": "dir", "path": dir.path().join("local"), "shared": 0,
+                               "content": "iso,import,snippets,images,vztmpl,rootdir" },
+                    "nvme": lvm("nvme"), "ssd": lvm("ssd"), "hdd": lvm("hdd") }),
+        )
+        .await;
     // The seed's one server is large; fakepve's default node is not.
     let tib = 1u64 << 40;
     control
         .post(
             "/capacity",
             json!({"nodes": {"maxcpu": 32, "maxmem": 512u64 << 30, "mem": 0},
-                   "storages": {"nvme": 4 * tib, "ssd": 4 * tib, "hdd": 16 * tib}}),
+                   "storages": {"local": tib, "nvme": 4 * tib, "ssd": 4 * tib, "hdd": 16 * tib}}),
         )
         .await;
-    control.create_template(9000, "pve", "nvme").await;
+    let image = control
+        .post(
+            "/remote_files",
+            json!({ "url": "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2",
+                    "content": "debian 12 qcow2", "size": 2u64 << 30 }),
+        )
+        .await;
     control.guest_agents(json!({})).await;
-    let desired = example("004-tiered-storage");
+    let desired = example_with("004-tiered-storage", |repo| {
+        let text = repo
+            .text("image.yaml")
+            .unwrap()
+            .replace(&"0".repeat(128), image["sha512"].as_str().unwrap());
+        repo.add("image.yaml", text);
+    });
     let client = pve.client();
     let policy = Policy::default();
+    let options = ApplyOptions {
+        node: Some("pve".into()),
+        ..ApplyOptions::default()
+    };
     let prepared = pve_gitops::pass::prepare(&client, &desired, &policy)
         .await
         .expect("prepare");
     assert!(prepared.preflight.is_ok(), "{:?}", prepared.preflight);
-    let report = pve_gitops::pass::execute(&client, &prepared, &ApplyOptions::default()).await;
-    assert!(report.failed.is_empty(), "{report:?}");
+    let report = pve_gitops::pass::execute(&client, &prepared, &options).await;
+    assert!(
+        report.failed.is_empty() && report.skipped.is_empty(),
+        "{report:?}"
+    );
     for vm in &desired.vms {
         let got = control.vm(vm.vmid.unwrap().get()).await.expect("created");
         let tags = got["config"]["tags"]
@@ -428,7 +462,7 @@ async fn seed_004_vms_get_label_tags_on_the_vnet() {
         "{:?}",
         again.plan
     );
-    let report = pve_gitops::pass::execute(&client, &again, &ApplyOptions::default()).await;
+    let report = pve_gitops::pass::execute(&client, &again, &options).await;
     assert!(report.done.is_empty(), "{report:?}");
     assert_eq!(control.counters().await.writes, 0);
 }

@@ -197,15 +197,15 @@ async fn create_template_pools_storage_download_and_firewall() {
     client.delete_pool("web").await.unwrap();
     assert!(client.pool("web").await.unwrap().is_none());
 
-    // The harness serves registered URLs only (tests/fakepve/images.py).
+    // The harness serves only registered URLs (tests/fakepve/images.py).
     control
         .post(
             "/remote_files",
-            json!({ "url": "http://127.0.0.1:9/debian-13.iso", "content": "iso" }),
+            json!({ "url": "https://images.example/debian-13.iso", "content": "iso", "size": 1u64 << 20 }),
         )
         .await;
     let request = DownloadUrl {
-        url: "http://127.0.0.1:9/debian-13.iso".into(),
+        url: "https://images.example/debian-13.iso".into(),
         content: "iso".into(),
         filename: "debian-13.iso".into(),
         ..Default::default()

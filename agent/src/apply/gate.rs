@@ -34,6 +34,7 @@ pub async fn wait_ready(
     node: &str,
     vmid: u32,
     gate: &Gate,
+    probes: Option<&std::collections::BTreeMap<std::net::SocketAddr, std::net::SocketAddr>>,
 ) -> Result<(), GateError> {
     let deadline = Instant::now() + gate.timeout;
     if gate.guest_agent || gate.cloud_init {
@@ -44,9 +45,17 @@ pub async fn wait_ready(
     }
     if let Some((ip, port)) = gate.tcp {
         let addr = std::net::SocketAddr::new(ip, port);
+        // Without a map, the guest's address; with one, only what it maps the address to.
+        let dial = match probes {
+            None => Some(addr),
+            Some(map) => map.get(&addr).copied(),
+        };
         let mut backoff = Backoff::new();
         loop {
-            let attempt = timeout_at(deadline, tokio::net::TcpStream::connect(addr)).await;
+            let attempt = match dial {
+                Some(dial) => timeout_at(deadline, tokio::net::TcpStream::connect(dial)).await,
+                None => Ok(Err(std::io::ErrorKind::ConnectionRefused.into())),
+            };
             // A probe that ended is progress for the watchdog (no API call marks it).
             crate::telemetry::liveness::mark();
             match attempt {

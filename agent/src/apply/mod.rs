@@ -57,6 +57,10 @@ pub struct ApplyOptions {
     /// Stands for `/` when snippet files are written (`None`: `/`); tests give each
     /// simulated node its own directory.
     pub storage_root: Option<std::path::PathBuf>,
+    /// Where the `tcpPort` health gate dials instead of the guest's address (tests, whose
+    /// guests' addresses are not reachable): with a map, an address missing from it is
+    /// never dialled and counts as refused. `None`: the guest's own address.
+    pub tcp_probes: Option<Arc<BTreeMap<std::net::SocketAddr, std::net::SocketAddr>>>,
 }
 
 impl Default for ApplyOptions {
@@ -69,6 +73,7 @@ impl Default for ApplyOptions {
             gate: None,
             node: None,
             storage_root: None,
+            tcp_probes: None,
         }
     }
 }
@@ -139,6 +144,7 @@ pub(crate) struct Context {
     sets: Mutex<BTreeMap<String, Arc<Semaphore>>>,
     templates: Mutex<BTreeMap<u32, Arc<Semaphore>>>,
     clones_per_template: Option<usize>,
+    tcp_probes: Option<Arc<BTreeMap<std::net::SocketAddr, std::net::SocketAddr>>>,
 }
 
 impl Context {
@@ -153,6 +159,7 @@ impl Context {
             sets: Mutex::default(),
             templates: Mutex::default(),
             clones_per_template: options.clones_per_template,
+            tcp_probes: options.tcp_probes.clone(),
         }
     }
 
@@ -378,7 +385,7 @@ async fn run_vm(
         _ => None,
     });
     if let (Some(gate), Some((vmid, node))) = (rollout.and_then(|r| r.gate.as_ref()), booted) {
-        match gate::wait_ready(client, node, vmid, gate).await {
+        match gate::wait_ready(client, node, vmid, gate, cx.tcp_probes.as_deref()).await {
             Ok(()) => done.push("ready".into()),
             Err(e) => return (done, Some(format!("health gate: {e}"))),
         }

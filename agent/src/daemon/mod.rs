@@ -121,6 +121,8 @@ pub struct Daemon {
     previews: previews::Previews,
     /// Where a new configuration comes from (`run --config`); `None`: fixed.
     reload: Option<Box<dyn reload::Reload>>,
+    /// What the guests published (addresses, output files), kept between passes.
+    outputs: crate::outputs::Outputs,
 }
 
 impl Daemon {
@@ -142,6 +144,7 @@ impl Daemon {
             leadership: leader::Leadership::default(),
             previews: previews::Previews::default(),
             reload: None,
+            outputs: crate::outputs::Outputs::default(),
         }
     }
 
@@ -215,7 +218,12 @@ impl Daemon {
     /// Write the status files if they differ from the last ones written. A failure is
     /// logged: the cluster was reconciled all the same, and the next change retries.
     fn publish(&mut self, status: &ClusterStatus) {
-        let mut files = crate::report::files(status, None);
+        let desired = self.desired.as_ref().map(|(_, r)| &r.desired);
+        let inventory = desired.and_then(|d| d.inventories.first()).map(|i| &i.spec);
+        let mut files = crate::report::files(status, inventory);
+        if let Some(desired) = desired {
+            files.extend(self.outputs.files(desired, status));
+        }
         files.extend(self.previews.files());
         if self.published.as_ref() == Some(&files) {
             return;
@@ -357,21 +365,7 @@ impl Daemon {
             cluster,
             ..
         } = prepared;
-        // SDN, firewalls or pools had writes: the next pass checks they took.
-        let busy = plan
-            .findings
-            .iter()
-            .any(|f| matches!(f, Finding::Locked { .. }))
-            || !cluster.is_empty();
-        if let (true, false, Some(vmlist)) = (plan.is_empty(), busy, vmlist) {
-            self.settled = Some(Settled {
-                revision: revision.clone(),
-                vmlist,
-                listing: observed.listing,
-                at: Instant::now(),
-            });
-        }
-        let status = status::after_pass(
+        let mut status = status::after_pass(
             &self.options.cluster,
             &revision,
             &status::PassFacts {
@@ -381,6 +375,27 @@ impl Daemon {
                 report: &report,
             },
         );
+        let changed: std::collections::BTreeSet<String> = report.done.keys().cloned().collect();
+        let recipients = loaded.output_recipients(self.options.decryptor.as_deref());
+        self.outputs
+            .refresh(&self.client, desired, &mut status, &changed, &recipients)
+            .await;
+        // SDN, firewalls or pools had writes: the next pass checks they took. An output
+        // still missing is asked for again.
+        let busy = plan
+            .findings
+            .iter()
+            .any(|f| matches!(f, Finding::Locked { .. }))
+            || !cluster.is_empty()
+            || self.outputs.incomplete();
+        if let (true, false, Some(vmlist)) = (plan.is_empty(), busy, vmlist) {
+            self.settled = Some(Settled {
+                revision: revision.clone(),
+                vmlist,
+                listing: observed.listing,
+                at: Instant::now(),
+            });
+        }
         let status = ClusterStatus {
             leader: self.leadership.leading().map(Into::into),
             ..status

@@ -73,6 +73,9 @@ pub async fn observe(client: &PveClient, desired: &DesiredState) -> Result<Obser
         .collect();
     let listing = client.cluster_resources(Some(ResourceType::Vm)).await?;
     out.listing = listing_fingerprint(&listing);
+    // Templates that exist already, by name (an `External` template cloned by name, like
+    // seed 003's `ubuntu-2204-cloudinit`).
+    let mut cluster_templates: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for r in listing {
         let (Some(vmid), Some(node)) = (r.vmid, r.node.clone()) else {
             continue;
@@ -83,6 +86,12 @@ pub async fn observe(client: &PveClient, desired: &DesiredState) -> Result<Obser
         }
         if r.template {
             out.templates.nodes.insert(vmid as u32, node);
+            if let Some(name) = &r.name {
+                cluster_templates
+                    .entry(name.clone())
+                    .or_default()
+                    .push(vmid as u32);
+            }
             continue;
         }
         let vmid = vmid as u32;
@@ -113,6 +122,13 @@ pub async fn observe(client: &PveClient, desired: &DesiredState) -> Result<Obser
             config,
             pending,
         });
+    }
+    // A name two templates share is ambiguous: left out, so pre-flight reports it missing
+    // rather than cloning the wrong one. A `Template` manifest's name wins.
+    for (name, vmids) in cluster_templates {
+        if let [vmid] = vmids[..] {
+            out.templates.by_name.entry(name).or_insert(vmid);
+        }
     }
     Ok(out)
 }
