@@ -222,8 +222,9 @@ pub struct RunArgs {
     pub passes: Option<u64>,
     /// pmxcfs's guest list: while it and the manifests are unchanged, an idle pass costs
     /// one API call. Missing (not on a PVE node): every pass is a full one.
-    #[arg(long, default_value = "/etc/pve/.vmlist")]
-    pub vmlist: PathBuf,
+    /// Default: `.vmlist` under `--pmxcfs-root`.
+    #[arg(long)]
+    pub vmlist: Option<PathBuf>,
     #[command(flatten)]
     pub lease: LeaseArgs,
 }

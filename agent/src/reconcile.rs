@@ -363,7 +363,10 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
             Box::new(move |a: &RunArgs| daemon_parts(a, &node)),
         )
     });
-    let vmlist = args.vmlist.clone();
+    let vmlist = args
+        .vmlist
+        .clone()
+        .unwrap_or_else(|| args.lease.pmxcfs_root.join(".vmlist"));
     let metrics_listen = args.metrics_listen;
     // Read before the runtime starts threads: systemd's NOTIFY_SOCKET and WATCHDOG_USEC.
     let notifier = crate::telemetry::notify::Notifier::from_env();
