@@ -42,15 +42,18 @@ clean:
 ## from [package.metadata.deb] in agent/Cargo.toml and packaging/. Release build. The man
 ## pages and completions are generated from the CLI into $(DEB_ASSETS) first.
 DEB_ASSETS := build/deb-assets
+# `make test` packages the debug build (DEB_PROFILE=dev: no second, release, compile)
+# to check the same package lifecycle on every run.
+DEB_PROFILE ?= release
 deb:
 	@command -v cargo-deb >/dev/null 2>&1 || { \
 	  echo "make deb: cargo-deb is not installed; running 'cargo install cargo-deb --locked' (once, a few minutes)"; \
 	  $(CARGO) install cargo-deb --locked; }
 	rm -rf $(DEB_ASSETS)
-	$(CARGO) run --release -q -p pve-gitops -- generate man $(DEB_ASSETS)/man
-	$(CARGO) run --release -q -p pve-gitops -- generate completions bash $(DEB_ASSETS)/completions
-	$(CARGO) run --release -q -p pve-gitops -- generate completions zsh $(DEB_ASSETS)/completions
-	$(CARGO) deb -p pve-gitops
+	$(CARGO) run --profile $(DEB_PROFILE) -q -p pve-gitops -- generate man $(DEB_ASSETS)/man
+	$(CARGO) run --profile $(DEB_PROFILE) -q -p pve-gitops -- generate completions bash $(DEB_ASSETS)/completions
+	$(CARGO) run --profile $(DEB_PROFILE) -q -p pve-gitops -- generate completions zsh $(DEB_ASSETS)/completions
+	$(CARGO) deb -p pve-gitops --profile $(DEB_PROFILE)
 
 ## The unit (systemd-analyze verify, security exposure) and the package (lintian, file
 ## list, install/upgrade/remove/purge in an overlay root; root for the last part).

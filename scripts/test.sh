@@ -16,3 +16,12 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --no-fail-fast
 fi
+
+# The package: the debug build packaged by cargo-deb, then lintian, systemd-analyze and the
+# install/upgrade/remove/purge lifecycle in a throwaway overlay root (root only; as a user
+# run `sudo make deb-check` for the same checks on the release build).
+if [ "$(id -u)" = 0 ]; then
+    make --no-print-directory deb-check DEB_PROFILE=dev
+else
+    echo "test: packaging checks skipped (they need root: sudo make deb-check)" >&2
+fi

@@ -21,14 +21,7 @@ ok() { echo "check-deb: ok   $*"; }
 echo "check-deb: $deb"
 
 # 1. lintian
-if ! command -v lintian >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "check-deb: installing lintian" >&2
-        apt-get install -y --no-install-recommends lintian >/dev/null
-    else
-        fail "lintian is missing (apt-get install lintian)"
-    fi
-fi
+bash "$here/scripts/apt-install.sh" check-deb lintian lintian || fail "lintian is missing"
 # Debian's release check needs a distribution name lintian knows; ours is `unstable`.
 lint=$(lintian --info --display-info --fail-on none "$deb" 2>&1 || true)
 if printf '%s\n' "$lint" | grep -E "^[EW]: " >/dev/null; then

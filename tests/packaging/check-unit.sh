@@ -10,15 +10,7 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 unit="$here/systemd/pve-gitops.service"
 max_exposure=${MAX_EXPOSURE:-2.0}
 
-if ! command -v systemd-analyze >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "check-unit: installing systemd for systemd-analyze" >&2
-        apt-get install -y --no-install-recommends systemd >/dev/null
-    else
-        echo "check-unit: systemd-analyze is missing (apt-get install systemd)" >&2
-        exit 1
-    fi
-fi
+bash "$here/scripts/apt-install.sh" check-unit systemd-analyze systemd
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
