@@ -18,6 +18,7 @@ macro_rules! fake {
 }
 
 pub mod control;
+pub mod corpus;
 pub mod fakepve;
 pub mod git;
 pub mod pass;

@@ -32,8 +32,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{BackgroundSession, Config, MountOption};
 
-pub use model::{LockChange, LockEvent, LockInfo};
 use model::Model;
+pub use model::{LockChange, LockEvent, LockInfo};
 
 /// pmxcfs's lock lifetime (`CFS_LOCK_TIMEOUT`).
 pub const PMXCFS_LOCK_LIFETIME: Duration = Duration::from_secs(120);

@@ -346,7 +346,8 @@ impl Model {
         let entry = self.entries.get_mut(&ino).ok_or(Errno::ENOENT)?;
         if is_lock {
             if mtime == 0 && now.saturating_duration_since(entry.changed) > lifetime {
-                let (parent, name, holder) = (entry.parent, entry.name.clone(), entry.writer.clone());
+                let (parent, name, holder) =
+                    (entry.parent, entry.name.clone(), entry.writer.clone());
                 self.unlink_entry(parent, &name, ino);
                 self.log_lock(now, &name, &holder, LockChange::Released);
                 return Ok(());
