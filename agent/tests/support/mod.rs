@@ -17,6 +17,7 @@ macro_rules! fake {
     };
 }
 
+pub mod chaos;
 pub mod control;
 pub mod corpus;
 pub mod fakepve;
