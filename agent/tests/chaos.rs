@@ -40,6 +40,8 @@ use support::git::{git, GitRemote};
 const TIME_SCALE: f64 = 0.01;
 /// How long the cluster may take to converge once every fault is cleared.
 const CONVERGE: Duration = Duration::from_secs(90);
+/// Chaos between two calm checkpoints (each must converge).
+const CHECKPOINT: Duration = Duration::from_secs(30);
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -71,6 +73,8 @@ struct Tally {
     kills: usize,
     stops: usize,
     extra_vms: usize,
+    tampered: usize,
+    checkpoints: usize,
 }
 
 struct Soak {
@@ -278,20 +282,32 @@ impl Soak {
         self.commit_and_push(false, what);
     }
 
-    /// The chaos phase, then every fault cleared, a last valid revision, convergence.
+    /// The chaos phase, with a calm checkpoint every [`CHECKPOINT`], then a last one.
     async fn run(&mut self, chaos: Duration) -> Result<(), String> {
         let end = Instant::now() + chaos;
+        let mut checkpoint = Instant::now() + CHECKPOINT;
         let mut next_step = Instant::now() + Duration::from_secs(2);
         while Instant::now() < end {
             self.tend().await?;
+            if Instant::now() >= checkpoint
+                && end.saturating_duration_since(Instant::now()) > CHECKPOINT / 2
+            {
+                self.calm("checkpoint").await?;
+                checkpoint = Instant::now() + CHECKPOINT;
+            }
             if Instant::now() >= next_step {
                 self.step().await?;
                 next_step = Instant::now() + Duration::from_millis(self.rng.between(200, 1200));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        self.calm("final").await?;
+        self.final_checks()
+    }
 
-        // Faults clear; every agent runs again.
+    /// Every fault cleared, every agent running, one more valid revision: the cluster
+    /// must converge to it within [`CONVERGE`].
+    async fn calm(&mut self, label: &str) -> Result<(), String> {
         for (fault, _) in std::mem::take(&mut self.active) {
             fault
                 .clear(self.control(), &self.cluster, &self.remote.bare)
@@ -301,31 +317,29 @@ impl Soak {
             self.cluster.start(node);
         }
         let what = self.desired.mutate(&mut self.rng);
-        self.push_valid(&format!("final: {what}"));
+        self.push_valid(&format!("{label}: {what}"));
         let last = self.pushed.last().unwrap().commit.clone();
         let started = Instant::now();
-        let problems = loop {
+        loop {
             self.tend().await?;
             let problems = self.convergence_problems(&last).await;
             if problems.is_empty() {
-                break problems;
+                break;
             }
             if started.elapsed() > CONVERGE {
-                break problems;
+                return Err(format!(
+                    "{label}: no convergence {CONVERGE:?} after the faults cleared:\n  {}",
+                    problems.join("\n  ")
+                ));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
-        };
-        if !problems.is_empty() {
-            return Err(format!(
-                "no convergence {CONVERGE:?} after the faults cleared:\n  {}",
-                problems.join("\n  ")
-            ));
         }
+        self.tally.checkpoints += 1;
         eprintln!(
-            "chaos: converged {:?} after the faults cleared",
+            "chaos: {label}: converged {:?} after the faults cleared",
             started.elapsed()
         );
-        self.final_checks()
+        Ok(())
     }
 
     /// Ends faults and restarts agents whose time has come; checks the new writes.
@@ -372,51 +386,115 @@ impl Soak {
 
     async fn step(&mut self) -> Result<(), String> {
         match self.rng.below(100) {
-            0..=29 => {
+            0..=24 => {
                 let what = self.desired.mutate(&mut self.rng);
                 self.push_valid(&what);
             }
-            30..=41 => self.push_invalid(),
-            42..=71 => {
+            25..=34 => self.push_invalid(),
+            35..=64 => {
                 let fault = Fault::random(&mut self.rng);
                 let millis = self.rng.between(300, 5000);
-                if self.active.iter().all(|(f, _)| !f.conflicts(&fault)) {
-                    fault
-                        .inject(self.control(), &self.cluster, &self.remote.bare)
-                        .await;
-                    *self.tally.faults.entry(fault_kind(&fault)).or_default() += 1;
-                    self.active
-                        .push((fault, Instant::now() + Duration::from_millis(millis)));
-                }
+                self.inject(fault, millis).await;
             }
-            72..=84 => {
-                let stop = self.rng.chance(40);
-                let back = Duration::from_millis(self.rng.between(100, 3000));
-                let running: Vec<&'static str> = NODES
-                    .into_iter()
-                    .filter(|n| self.cluster.running(n))
-                    .collect();
-                let holder = self.cluster.holder();
-                let victim = running
-                    .iter()
-                    .find(|n| Some(n.to_string()) == holder)
-                    .or_else(|| running.first())
-                    .copied();
-                if let Some(node) = victim {
-                    if stop {
-                        self.cluster.terminate(node)?;
-                        self.tally.stops += 1;
-                    } else {
-                        self.cluster.kill(node);
-                        self.tally.kills += 1;
-                    }
-                    self.restarts.push((node, Instant::now() + back));
-                }
-            }
-            85..=93 => self.add_extra_vm().await,
+            65..=79 => self.kill_leader().await?,
+            80..=87 => self.add_extra_vm().await,
+            88..=95 => self.tamper().await,
             _ => {}
         }
         Ok(())
+    }
+
+    async fn inject(&mut self, fault: Fault, millis: u64) {
+        if self.active.iter().any(|(f, _)| f.conflicts(&fault)) {
+            return;
+        }
+        fault
+            .inject(self.control(), &self.cluster, &self.remote.bare)
+            .await;
+        *self.tally.faults.entry(fault_kind(&fault)).or_default() += 1;
+        self.active
+            .push((fault, Instant::now() + Duration::from_millis(millis)));
+    }
+
+    /// kill -9 or SIGTERM of the leader (another agent when none leads), sometimes while
+    /// its writes hang; it comes back after a while, often past the lock's lifetime.
+    async fn kill_leader(&mut self) -> Result<(), String> {
+        let stop = self.rng.chance(40);
+        let back = Duration::from_millis(self.rng.between(100, 6000));
+        if self.rng.chance(30) {
+            let (method, path) = *self.rng.pick(&[
+                ("POST", "/nodes/{node}/qemu/{vmid}/config"),
+                ("POST", "/nodes/{node}/qemu/{vmid}/clone"),
+                ("POST", "/nodes/{node}/qemu/{vmid}/status/start"),
+            ]);
+            let millis = self.rng.between(500, 4000);
+            self.inject(Fault::Hang { method, path }, millis).await;
+        }
+        let running: Vec<&'static str> = NODES
+            .into_iter()
+            .filter(|n| self.cluster.running(n))
+            .collect();
+        let holder = self.cluster.holder();
+        let victim = running
+            .iter()
+            .find(|n| Some(n.to_string()) == holder)
+            .or_else(|| running.first())
+            .copied();
+        if let Some(node) = victim {
+            if stop {
+                self.cluster.terminate(node)?;
+                self.tally.stops += 1;
+            } else {
+                self.cluster.kill(node);
+                self.tally.kills += 1;
+            }
+            self.restarts.push((node, Instant::now() + back));
+        }
+        Ok(())
+    }
+
+    /// A change behind the agent's back to one of its declared VMs (drift is healed):
+    /// memory changed, the VM stopped or destroyed, or PVE locking it for a while.
+    async fn tamper(&mut self) {
+        let declared = self.desired.names();
+        let state = self.control().state().await;
+        let targets: Vec<(u32, String)> = state["guests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["template"] != json!(true) && g["lock"].is_null())
+            .filter(|g| declared.contains(&text(&g["name"])))
+            .map(|g| (g["vmid"].as_u64().unwrap() as u32, text(&g["name"])))
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let (vmid, _name) = self.rng.pick(&targets).clone();
+        match self.rng.below(4) {
+            0 => {
+                self.control()
+                    .update_vm(vmid, json!({"config": {"memory": 4096}}))
+                    .await;
+            }
+            1 => {
+                self.control()
+                    .update_vm(vmid, json!({"status": "stopped"}))
+                    .await;
+            }
+            2 => {
+                let millis = self.rng.between(300, 3000);
+                self.inject(Fault::VmLock(vmid), millis).await;
+            }
+            _ => {
+                self.control()
+                    .update_vm(vmid, json!({"status": "stopped"}))
+                    .await;
+                let node = text(&self.control().vm(vmid).await.unwrap()["node"]);
+                // As an operator would, with the harness's own token (not an agent's).
+                let _ = self.pve.client().delete_vm(&node, vmid, true, true).await;
+            }
+        }
+        self.tally.tampered += 1;
     }
 
     /// A VM the agent finds beside its own: foreign (no tag: never touched), a stray it
@@ -564,6 +642,7 @@ fn fault_kind(f: &Fault) -> &'static str {
         Fault::Drops(..) => "drops",
         Fault::Hang { .. } => "hang",
         Fault::GitOutage => "git outage",
+        Fault::VmLock(_) => "VM lock",
     }
 }
 
@@ -614,4 +693,99 @@ fn status_at_head(bare: &Path) -> Option<ClusterStatus> {
     out.status
         .success()
         .then(|| serde_yaml::from_slice(&out.stdout).expect("status.yaml parses"))
+}
+
+/// The checks themselves, on made-up writes: each invariant must be able to fail.
+#[test]
+fn the_invariant_checks_catch_each_violation() {
+    use pmxcfs_emu::LockEvent;
+    use support::control::WriteEntry;
+    let t0 = Instant::now();
+    let checker = Checker::new(LIFETIME);
+    let at = |ms: u64| checker.ns(t0 + Duration::from_millis(ms));
+    let event = |ms: u64, node: &str, change| LockEvent {
+        at: t0 + Duration::from_millis(ms),
+        lock: "pve-gitops".into(),
+        node: node.into(),
+        change,
+    };
+    // pve1 leads from 0 to 1000 ms (renewed at 500), releases; pve2 takes it at 1500.
+    let history = [
+        event(0, "pve1", LockChange::Acquired),
+        event(500, "pve1", LockChange::Renewed),
+        event(1000, "pve1", LockChange::Released),
+        event(1500, "pve2", LockChange::Acquired),
+    ];
+    let pushed = [Pushed {
+        commit: "c1".into(),
+        valid: true,
+        names: ["web-1".to_string()].into(),
+        t_ns: at(0),
+        what: "valid".into(),
+    }];
+    let write = |ms: u64, node: &str, method: &str, body: &str, vm: Option<Value>| WriteEntry {
+        seq: 0,
+        t_ns: at(ms),
+        method: method.into(),
+        path: if method == "DELETE" {
+            "/api2/json/nodes/pve1/qemu/650".into()
+        } else {
+            "/api2/json/nodes/pve1/qemu/801/config".into()
+        },
+        user: Some(format!("root@pam!{node}")),
+        body: body.into(),
+        vm,
+    };
+    let stray = |tags: &str, protection: u8, name: &str| {
+        Some(json!({"name": name, "node": "pve1",
+            "config": {"tags": tags, "protection": protection}}))
+    };
+    let cases = [
+        (write(600, "pve1", "POST", "memory=512", None), None),
+        (write(1600, "pve2", "POST", "memory=512", None), None),
+        (
+            write(600, "pve2", "POST", "memory=512", None),
+            Some("while pve1 held"),
+        ),
+        (
+            write(1200, "pve1", "POST", "memory=512", None),
+            Some("nobody held"),
+        ),
+        (
+            write(4000, "pve2", "POST", "memory=512", None),
+            Some("without a lease"),
+        ),
+        (
+            write(600, "pve1", "POST", "name=poison-3", None),
+            Some("invalid revision"),
+        ),
+        (
+            write(600, "pve1", "DELETE", "", stray("pve-gitops", 0, "stray-1")),
+            None,
+        ),
+        (
+            write(600, "pve1", "DELETE", "", stray("other", 0, "foreign-1")),
+            Some("does not own"),
+        ),
+        (
+            write(600, "pve1", "DELETE", "", stray("pve-gitops", 1, "kept-1")),
+            Some("protected"),
+        ),
+        (
+            write(600, "pve1", "DELETE", "", stray("pve-gitops", 0, "web-1")),
+            Some("declares"),
+        ),
+    ];
+    for (w, expect) in cases {
+        let mut c = Checker::new(LIFETIME);
+        c.check_all(std::slice::from_ref(&w), &history, &pushed);
+        match expect {
+            None => assert!(c.violations.is_empty(), "{w:?}: {:?}", c.violations),
+            Some(text) => assert!(
+                c.violations.len() == 1 && c.violations[0].contains(text),
+                "{w:?}: expected `{text}`, got {:?}",
+                c.violations
+            ),
+        }
+    }
 }

@@ -61,6 +61,8 @@ pub enum Fault {
     },
     /// The bare repository is gone (renamed): fetches and status pushes fail.
     GitOutage,
+    /// PVE holds a lock on a VM (a backup runs): writes to it fail until it ends.
+    VmLock(u32),
 }
 
 impl Fault {
@@ -138,7 +140,8 @@ impl Fault {
                 | (Drops(..), Drops(..))
                 | (Hang { .. }, Hang { .. })
                 | (GitOutage, GitOutage)
-        ) || matches!((self, other), (NodeOffline(a), NodeOffline(b)) if a == b)
+        ) || matches!((self, other), (VmLock(a), VmLock(b)) if a == b)
+            || matches!((self, other), (NodeOffline(a), NodeOffline(b)) if a == b)
             || matches!((self, other), (PmxcfsQuorumLost(a), PmxcfsQuorumLost(b)) if a == b)
     }
 
@@ -177,6 +180,9 @@ impl Fault {
             }
             Fault::Hang { method, path } => control.hang(method, path).await,
             Fault::GitOutage => std::fs::rename(remote, down(remote)).unwrap(),
+            Fault::VmLock(vmid) => {
+                control.update_vm(*vmid, json!({ "lock": "backup" })).await;
+            }
         }
     }
 
@@ -194,6 +200,12 @@ impl Fault {
             }
             Fault::Hang { .. } => control.release_hangs().await,
             Fault::GitOutage => std::fs::rename(down(remote), remote).unwrap(),
+            Fault::VmLock(vmid) => {
+                // The VM may be gone (pruned, or destroyed behind the agent's back).
+                if control.vm(*vmid).await.is_some() {
+                    control.update_vm(*vmid, json!({ "lock": null })).await;
+                }
+            }
         }
     }
 }

@@ -155,6 +155,7 @@ metadata: {{ name: chaos }}
 spec:
   prune: {{ enabled: true, disks: true, maxDeleteShare: 100 }}
   reboot: allowed
+  drift: {{ mode: heal }}
 ---
 apiVersion: pve-gitops/v1alpha1
 kind: VirtualMachineSet
