@@ -28,7 +28,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::chaos::cluster::{AgentConfig, Cluster, LIFETIME, NODES};
 use support::chaos::faults::{down, Fault};
-use support::chaos::invariants::{applied_invalid, secrets_in, secrets_in_bytes, Checker, Pushed};
+use support::chaos::invariants::{
+    applied_invalid, overlapping_windows, secrets_in, secrets_in_bytes, Checker, Pushed,
+};
 use support::chaos::revisions::{write_tree, Desired, ExpectedVm, TEMPLATE};
 use support::chaos::Rng;
 use support::control::text;
@@ -170,7 +172,8 @@ async fn soak(seed: u64, chaos: Duration) -> Result<(), String> {
     let started = Instant::now();
     let result = s.run(chaos).await;
     let summary = format!(
-        "{:?} real ({:.1} simulated PVE hours): {:?}; {} writes ({:?}), {} deletes, {} leader terms",
+        "{:?} real ({:.1} simulated PVE hours): {:?}; {} writes ({:?}), {} deletes, {} leader terms, \
+         oldest lease a write arrived under {:?}",
         started.elapsed(),
         started.elapsed().as_secs_f64() / TIME_SCALE / 3600.0,
         s.tally,
@@ -182,7 +185,8 @@ async fn soak(seed: u64, chaos: Duration) -> Result<(), String> {
             .lock_history()
             .iter()
             .filter(|e| e.change == LockChange::Acquired)
-            .count()
+            .count(),
+        s.checker.max_age
     );
     eprintln!("chaos: {summary}");
     result.map_err(|e| {
@@ -610,6 +614,8 @@ impl Soak {
             .map(|p| p.commit.clone())
             .collect();
         let mut problems = applied_invalid(&self.remote.bare, "prod", &invalid);
+        let windows: Vec<PathBuf> = NODES.iter().map(|n| self.cluster.apply_log(n)).collect();
+        problems.extend(overlapping_windows(&windows));
         let secrets: Vec<&str> = PLAINTEXTS.iter().copied().chain([OUTSIDE]).collect();
         let mut places: Vec<PathBuf> = self.cluster.logs();
         places.extend(NODES.iter().map(|n| self.cluster.state_dir(n)));
@@ -788,4 +794,13 @@ fn the_invariant_checks_catch_each_violation() {
             ),
         }
     }
+    // Apply windows: pve2 starting inside pve1's window is caught, after it is not.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::write(&a, "100 200 pve1\n300 400 pve1\n").unwrap();
+    std::fs::write(&b, "250 280 pve2\n").unwrap();
+    assert!(overlapping_windows(&[a.clone(), b.clone()]).is_empty());
+    std::fs::write(&b, "250 280 pve2\n350 360 pve2\n").unwrap();
+    let found = overlapping_windows(&[a, b]);
+    assert_eq!(found.len(), 1, "{found:?}");
 }

@@ -47,6 +47,10 @@ pub struct Checker {
     pub writes: u64,
     pub deletes: u64,
     pub by_node: BTreeMap<String, u64>,
+    /// The oldest lease any write arrived under (time since its holder's last renewal):
+    /// the agents fence themselves at lifetime - margin, so this stays below it plus
+    /// the time a request takes to arrive.
+    pub max_age: Duration,
     pub violations: Vec<String>,
 }
 
@@ -59,6 +63,7 @@ impl Checker {
             writes: 0,
             deletes: 0,
             by_node: BTreeMap::new(),
+            max_age: Duration::ZERO,
             violations: Vec::new(),
         }
     }
@@ -135,7 +140,9 @@ impl Checker {
                     self.lifetime
                 ))
             }
-            Some(_) => {}
+            Some((t, _, _)) => {
+                self.max_age = self.max_age.max(Duration::from_nanos(w.t_ns - t));
+            }
         }
         if w.method == "DELETE" {
             self.deletes += 1;
@@ -227,4 +234,37 @@ pub fn secrets_in_bytes(what: &str, bytes: &[u8], secrets: &[&str]) -> Vec<Strin
         .filter(|s| bytes.windows(s.len()).any(|w| w == s.as_bytes()))
         .map(|s| format!("`{s}` in {what}"))
         .collect()
+}
+
+/// Apply windows (`start_ns end_ns node` lines of the agents' `--apply-log` files) of
+/// different nodes that overlap: the agents' own view of "two leaders acting".
+pub fn overlapping_windows(files: &[std::path::PathBuf]) -> Vec<String> {
+    let mut windows: Vec<(u64, u64, String)> = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for line in text.lines() {
+            let parts: Vec<&str> = line.split(' ').collect();
+            if let [start, end, node] = parts.as_slice() {
+                windows.push((
+                    start.parse().unwrap(),
+                    end.parse().unwrap(),
+                    node.to_string(),
+                ));
+            }
+        }
+    }
+    windows.sort();
+    let mut out = Vec::new();
+    let (mut running_end, mut running_node) = (0u64, String::new());
+    for (start, end, node) in windows {
+        if node != running_node && start <= running_end {
+            out.push(format!(
+                "{node} began applying at {start} while {running_node} applied until {running_end}"
+            ));
+        }
+        if end >= running_end {
+            (running_end, running_node) = (end, node);
+        }
+    }
+    out
 }
