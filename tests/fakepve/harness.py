@@ -53,6 +53,7 @@ import images
 from hang import HangMixin, add_hang_routes
 
 import reset
+import writelog
 
 TOKEN_ID = 'root@pam!test'
 # VM attributes the control API may set (FakeVm fields, see fakepve/model.py).
@@ -65,7 +66,7 @@ UNITS = {'': 1, 'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3, 'T': 1024 ** 4}
 SHARED_TYPES = ('rbd', 'cephfs', 'nfs', 'cifs', 'glusterfs', 'iscsi', 'iscsidirect', 'pbs')
 
 
-class CountingPve(HangMixin, SdnApi, images.ImagesMixin, access.AccessState, clock.NodeClock, FakePve):
+class CountingPve(writelog.WriteLogMixin, HangMixin, SdnApi, images.ImagesMixin, access.AccessState, clock.NodeClock, FakePve):
     """FakePve that counts every request it records, per schema endpoint and per concrete path."""
 
     def __init__(self, *args, **kwargs):
@@ -526,6 +527,7 @@ def control_app(pve):
     clock.control_routes(pve, routes)
     add_hang_routes(routes, pve)
     reset.add_routes(routes, pve)
+    writelog.add_routes(routes, pve)
     app = web.Application()
     app.add_routes(routes)
     return app

@@ -35,6 +35,24 @@ impl Counters {
     }
 }
 
+/// One write request as the harness logged it on arrival (`tests/fakepve/writelog.py`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct WriteEntry {
+    pub seq: u64,
+    /// Arrival, in `CLOCK_MONOTONIC` nanoseconds.
+    pub t_ns: u64,
+    pub method: String,
+    /// `/api2/json/nodes/pve1/qemu/100/config`
+    pub path: String,
+    /// The token or user that sent it; `None`: not authenticated.
+    pub user: Option<String>,
+    /// The form body, secrets redacted.
+    pub body: String,
+    /// For a VM's DELETE: the VM as it was when the request arrived.
+    #[serde(default)]
+    pub vm: Option<Value>,
+}
+
 /// Client of the harness's control endpoint (plain HTTP on loopback).
 #[derive(Clone)]
 pub struct Control {
@@ -241,6 +259,20 @@ impl Control {
     pub async fn reset(&self) -> Vec<u32> {
         serde_json::from_value(self.post("/reset", json!({})).await["removed"].clone())
             .expect("reset shape")
+    }
+
+    /// Every write request from `seq` on, with its sender and arrival time.
+    pub async fn writes(&self, since: u64) -> Vec<WriteEntry> {
+        serde_json::from_value(self.get(&format!("/writes?since={since}")).await)
+            .expect("writes shape")
+    }
+
+    /// A new API token `id` (`root@pam!pve1`); its secret.
+    pub async fn add_token(&self, id: &str) -> String {
+        self.post("/tokens", json!({ "id": id })).await["secret"]
+            .as_str()
+            .expect("token secret")
+            .to_string()
     }
 
     pub async fn set_time_scale(&self, value: f64) {

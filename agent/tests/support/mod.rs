@@ -18,7 +18,9 @@ macro_rules! fake {
 }
 
 pub mod agent;
+pub mod chaos;
 pub mod control;
+pub mod corpus;
 pub mod fakepve;
 pub mod git;
 pub mod https_git;

@@ -32,8 +32,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{BackgroundSession, Config, MountOption};
 
-pub use model::LockInfo;
 use model::Model;
+pub use model::{LockChange, LockEvent, LockInfo};
 
 /// pmxcfs's lock lifetime (`CFS_LOCK_TIMEOUT`).
 pub const PMXCFS_LOCK_LIFETIME: Duration = Duration::from_secs(120);
@@ -101,6 +101,12 @@ impl Emulator {
     /// Every lock with its owner (which pmxcfs itself does not show through `stat`).
     pub fn locks(&self) -> Vec<LockInfo> {
         self.model().locks(Instant::now())
+    }
+
+    /// Every acquisition, renewal and release of every lock so far, oldest first: who
+    /// held which lock when, for tests that check no two nodes acted at once.
+    pub fn lock_history(&self) -> Vec<LockEvent> {
+        self.model().lock_history().to_vec()
     }
 
     fn model(&self) -> MutexGuard<'_, Model> {

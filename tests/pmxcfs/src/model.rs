@@ -58,6 +58,28 @@ pub struct LockInfo {
     pub age: Duration,
 }
 
+/// What happened to a lock, for tests that check who could act when
+/// ([`Model::lock_history`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockChange {
+    /// `mkdir`: the node took the lock.
+    Acquired,
+    /// `utime` by the holder: the lock's lifetime starts again.
+    Renewed,
+    /// `rmdir` by anyone, or a release request on an expired lock: nobody holds it.
+    Released,
+}
+
+/// One change of a lock: when, which lock, by which node (for `Released`, the last
+/// holder).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockEvent {
+    pub at: Instant,
+    pub lock: String,
+    pub node: String,
+    pub change: LockChange,
+}
+
 #[derive(Debug)]
 struct Entry {
     parent: Ino,
@@ -83,6 +105,8 @@ pub struct Model {
     lifetime: Duration,
     /// The inode of `priv/lock`, the parent of every lock.
     lock_dir: Ino,
+    /// Every acquisition, renewal and release, in order.
+    history: Vec<LockEvent>,
 }
 
 impl Model {
@@ -94,6 +118,7 @@ impl Model {
             no_quorum: BTreeSet::new(),
             lifetime,
             lock_dir: 0,
+            history: Vec::new(),
         };
         let root = model.insert(ROOT, "", "", now, unix, Kind::Dir(BTreeMap::new()));
         let private = model.insert(root, "priv", "", now, unix, Kind::Dir(BTreeMap::new()));
@@ -123,6 +148,20 @@ impl Model {
 
     pub fn lifetime(&self) -> Duration {
         self.lifetime
+    }
+
+    /// Every change of every lock since the start, oldest first.
+    pub fn lock_history(&self) -> &[LockEvent] {
+        &self.history
+    }
+
+    fn log_lock(&mut self, at: Instant, lock: &str, node: &str, change: LockChange) {
+        self.history.push(LockEvent {
+            at,
+            lock: lock.to_string(),
+            node: node.to_string(),
+            change,
+        });
     }
 
     /// Every lock directory with its owner.
@@ -200,6 +239,9 @@ impl Model {
             return Err(Errno::EEXIST);
         }
         let ino = self.insert(parent, name, node, now, unix, Kind::Dir(BTreeMap::new()));
+        if self.is_lock(ino) {
+            self.log_lock(now, name, node, LockChange::Acquired);
+        }
         self.getattr(node, ino)
     }
 
@@ -210,6 +252,11 @@ impl Model {
             Kind::File(_) => Err(Errno::ENOTDIR),
             Kind::Dir(children) if !children.is_empty() => Err(Errno::ENOTEMPTY),
             Kind::Dir(_) => {
+                if self.is_lock(ino) {
+                    let holder = self.entries[&ino].writer.clone();
+                    // rmdir carries no time of its own; the history is for observers.
+                    self.log_lock(Instant::now(), name, &holder, LockChange::Released);
+                }
                 self.unlink_entry(parent, name, ino);
                 Ok(())
             }
@@ -299,8 +346,10 @@ impl Model {
         let entry = self.entries.get_mut(&ino).ok_or(Errno::ENOENT)?;
         if is_lock {
             if mtime == 0 && now.saturating_duration_since(entry.changed) > lifetime {
-                let (parent, name) = (entry.parent, entry.name.clone());
+                let (parent, name, holder) =
+                    (entry.parent, entry.name.clone(), entry.writer.clone());
                 self.unlink_entry(parent, &name, ino);
+                self.log_lock(now, &name, &holder, LockChange::Released);
                 return Ok(());
             }
             if mtime < entry.mtime || entry.writer != node {
@@ -310,6 +359,10 @@ impl Model {
         entry.mtime = mtime;
         entry.writer = node.to_string();
         entry.changed = now;
+        if is_lock {
+            let name = entry.name.clone();
+            self.log_lock(now, &name, node, LockChange::Renewed);
+        }
         Ok(())
     }
 
@@ -622,6 +675,45 @@ mod tests {
             let lock = world.mkdir("pve1", "l").unwrap();
             assert_eq!(&check(&mut world, lock), expected, "{what}");
         }
+    }
+
+    #[test]
+    fn the_history_shows_each_holder_renewal_and_release() {
+        let mut w = World::new();
+        let lock = w.mkdir("pve1", "l").unwrap();
+        w.secs = 10;
+        let m = w.unix();
+        w.utime("pve1", lock, m).unwrap();
+        assert!(w.utime("pve2", lock, m).is_err(), "not the holder");
+        w.secs = 200;
+        w.utime("pve2", lock, 0).unwrap(); // expired: released
+        w.mkdir("pve2", "l").unwrap();
+        let dir = w.lock_dir();
+        w.model.rmdir("pve2", dir, "l").unwrap();
+        let got: Vec<(&str, LockChange, u64)> = w
+            .model
+            .lock_history()
+            .iter()
+            .map(|e| {
+                let secs = e.at.saturating_duration_since(w.start).as_secs();
+                (e.node.as_str(), e.change, secs)
+            })
+            .collect();
+        assert_eq!(
+            &got[..4],
+            [
+                ("pve1", LockChange::Acquired, 0),
+                ("pve1", LockChange::Renewed, 10),
+                ("pve1", LockChange::Released, 200),
+                ("pve2", LockChange::Acquired, 200),
+            ]
+        );
+        assert_eq!((got[4].0, got[4].1), ("pve2", LockChange::Released));
+        assert!(w.model.lock_history().iter().all(|e| e.lock == "l"));
+        // A plain directory is no lock.
+        let (now, unix) = (w.now(), w.unix());
+        w.model.mkdir("pve1", ROOT, "other", now, unix).unwrap();
+        assert_eq!(w.model.lock_history().len(), 5);
     }
 
     #[test]
