@@ -45,10 +45,13 @@ DEB_ASSETS := build/deb-assets
 # `make test` packages the debug build (DEB_PROFILE=dev: no second, release, compile)
 # to check the same package lifecycle on every run.
 DEB_PROFILE ?= release
+# Pinned: cargo-deb warns that packaging the dev profile will become an error; this
+# version accepts it (and the package checks were written against its output).
+CARGO_DEB_VERSION := 3.8.0
 deb:
 	@command -v cargo-deb >/dev/null 2>&1 || { \
-	  echo "make deb: cargo-deb is not installed; running 'cargo install cargo-deb --locked' (once, a few minutes)"; \
-	  $(CARGO) install cargo-deb --locked; }
+	  echo "make deb: cargo-deb is not installed; running 'cargo install cargo-deb --locked --version $(CARGO_DEB_VERSION)' (once, a few minutes)"; \
+	  $(CARGO) install cargo-deb --locked --version $(CARGO_DEB_VERSION); }
 	rm -rf $(DEB_ASSETS)
 	$(CARGO) run --profile $(DEB_PROFILE) -q -p pve-gitops -- generate man $(DEB_ASSETS)/man
 	$(CARGO) run --profile $(DEB_PROFILE) -q -p pve-gitops -- generate completions bash $(DEB_ASSETS)/completions
