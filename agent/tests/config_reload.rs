@@ -14,16 +14,13 @@ use std::time::Duration;
 use support::control::eventually;
 use support::fakepve::{FakePve, Options};
 use support::git::GitRemote;
+use support::manifests::EXTERNAL;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn cluster(vmid: u32, name: &str) -> String {
     format!(
-        "apiVersion: pve-gitops/v1alpha1
-kind: External
-metadata: {{ name: x }}
-spec: {{ templates: [9000], bridges: [vmbr0] }}
----
+        "{EXTERNAL}---
 apiVersion: pve-gitops/v1alpha1
 kind: VirtualMachine
 metadata: {{ name: {name} }}

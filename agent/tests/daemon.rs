@@ -22,22 +22,7 @@ use support::control::text;
 use support::fakepve::{FakePve, Options};
 
 fn manifests(replicas: u32) -> String {
-    format!(
-        "apiVersion: pve-gitops/v1alpha1
-kind: External
-metadata: {{ name: x }}
-spec: {{ templates: [9000], bridges: [vmbr0] }}
----
-apiVersion: pve-gitops/v1alpha1
-kind: VirtualMachineSet
-metadata: {{ name: web }}
-spec:
-  replicas: {replicas}
-  vmidStart: 601
-  nodes: [pve1, pve2]
-  template: {{ clone: {{ template: 9000 }}, memory: 1G }}
-"
-    )
+    support::manifests::web_set(replicas, 601, "[pve1, pve2]", "1G")
 }
 
 fn options(interval: Duration) -> DaemonOptions {

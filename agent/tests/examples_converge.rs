@@ -171,20 +171,8 @@ async fn example_000_converges_from_empty_and_then_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cephfs = dir.path().join("cephfs");
     pve.control.ceph(json!({ "add_storage": "rbd" })).await;
-    pve.control
-        .post(
-            "/storages",
-            json!({ "cephfs": { "type": "cephfs", "path": cephfs, "shared": 1,
-                                "content": "snippets,iso,vztmpl,backup,import" } }),
-        )
-        .await;
-    pve.control
-        .post(
-            "/capacity",
-            json!({ "nodes": { "maxcpu": 64, "maxmem": 1u64 << 40, "mem": 0 },
-                    "storages": { "rbd": 64u64 << 40, "cephfs": 64u64 << 40 } }),
-        )
-        .await;
+    pve.control.shared_dir_storage("cephfs", &cephfs).await;
+    pve.control.roomy(&["rbd", "cephfs"]).await;
     for vmid in [9001, 9002, 9003] {
         pve.control.create_template(vmid, "pve01", "rbd").await;
     }
@@ -268,19 +256,9 @@ async fn example_001_converges_from_empty_and_then_writes_nothing() {
     let resources = dir.path().join("resources");
     pve.control.ceph(json!({ "add_storage": "rbd" })).await;
     pve.control
-        .post(
-            "/storages",
-            json!({ "resources": { "type": "cephfs", "path": resources, "shared": 1,
-                                   "content": "snippets,iso,vztmpl,backup,import" } }),
-        )
+        .shared_dir_storage("resources", &resources)
         .await;
-    pve.control
-        .post(
-            "/capacity",
-            json!({ "nodes": { "maxcpu": 64, "maxmem": 1u64 << 40, "mem": 0 },
-                    "storages": { "rbd": 64u64 << 40, "resources": 64u64 << 40 } }),
-        )
-        .await;
+    pve.control.roomy(&["rbd", "resources"]).await;
     let iso = pve
         .control
         .post(

@@ -212,22 +212,7 @@ fn https_fetch_and_push_with_a_token_and_a_private_ca() {
 }
 
 fn manifests(replicas: u32) -> String {
-    format!(
-        "apiVersion: pve-gitops/v1alpha1
-kind: External
-metadata: {{ name: x }}
-spec: {{ templates: [9000], bridges: [vmbr0] }}
----
-apiVersion: pve-gitops/v1alpha1
-kind: VirtualMachineSet
-metadata: {{ name: web }}
-spec:
-  replicas: {replicas}
-  vmidStart: 801
-  nodes: [pve1]
-  template: {{ clone: {{ template: 9000 }}, memory: 1G }}
-"
-    )
+    support::manifests::web_set(replicas, 801, "[pve1]", "1G")
 }
 
 /// Every commit message and file of the status branch, as one text.

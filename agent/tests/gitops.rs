@@ -18,14 +18,11 @@ use std::time::Duration;
 use support::agent::Agent;
 use support::fakepve::{FakePve, Options};
 use support::git::{fingerprint, git, public_key, ssh_keygen, GitRemote};
+use support::manifests::EXTERNAL;
 
 fn manifests(replicas: u32, memory: &str) -> String {
     format!(
-        "apiVersion: pve-gitops/v1alpha1
-kind: External
-metadata: {{ name: x }}
-spec: {{ templates: [9000], bridges: [vmbr0] }}
----
+        "{EXTERNAL}---
 apiVersion: pve-gitops/v1alpha1
 kind: VirtualMachineSet
 metadata: {{ name: web, labels: {{ role: web }} }}

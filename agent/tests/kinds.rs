@@ -77,19 +77,6 @@ async fn serve(pve: &FakePve, url: &str, content: &str, size: u64) -> String {
     text(&e["sha512"])
 }
 
-async fn roomy(pve: &FakePve, storages: &[&str]) {
-    let totals: serde_json::Map<String, Value> = storages
-        .iter()
-        .map(|s| (s.to_string(), json!(64u64 << 40)))
-        .collect();
-    pve.control
-        .post(
-            "/capacity",
-            json!({ "nodes": { "maxcpu": 64, "maxmem": 1u64 << 40, "mem": 0 }, "storages": totals }),
-        )
-        .await;
-}
-
 const DEBIAN_URL: &str =
     "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-genericcloud-amd64.qcow2";
 
@@ -111,7 +98,7 @@ async fn example_004_converges_from_empty_and_then_writes_nothing() {
                     "ssd": lvm("ssd"), "hdd": lvm("hdd") }),
         )
         .await;
-    roomy(&pve, &["local", "nvme", "ssd", "hdd"]).await;
+    pve.control.roomy(&["local", "nvme", "ssd", "hdd"]).await;
     pve.control.guest_agents(json!({})).await;
     let sha = serve(&pve, DEBIAN_URL, "debian 12 qcow2", 2 << 30).await;
     let mut repo = example("004-tiered-storage");
@@ -231,7 +218,7 @@ async fn a_wrong_checksum_skips_the_template_and_its_clones() {
                     "ssd": lvm("ssd"), "hdd": lvm("hdd") }),
         )
         .await;
-    roomy(&pve, &["local", "nvme", "ssd", "hdd"]).await;
+    pve.control.roomy(&["local", "nvme", "ssd", "hdd"]).await;
     serve(&pve, DEBIAN_URL, "debian 12 qcow2", 2 << 30).await;
     let rev = revision(&example("004-tiered-storage"), None); // the placeholder checksum
     let report = run(
@@ -284,15 +271,8 @@ async fn example_000_snippets_are_written_with_secrets_and_referenced() {
     let dir = tempfile::tempdir().unwrap();
     let cephfs = dir.path().join("cephfs");
     pve.control.ceph(json!({ "add_storage": "rbd" })).await;
-    pve.control
-        .post(
-            "/storages",
-            json!({ "cephfs": {
-            "type": "cephfs", "path": cephfs, "shared": 1,
-            "content": "snippets,iso,vztmpl,backup,import" } }),
-        )
-        .await;
-    roomy(&pve, &["rbd", "cephfs"]).await;
+    pve.control.shared_dir_storage("cephfs", &cephfs).await;
+    pve.control.roomy(&["rbd", "cephfs"]).await;
     for vmid in [9001, 9002, 9003] {
         pve.control.create_template(vmid, "pve01", "rbd").await;
     }

@@ -15,16 +15,13 @@ use std::path::Path;
 use std::process::Output;
 use support::control::text;
 use support::fakepve::{FakePve, Options};
+use support::manifests::EXTERNAL;
 use support::pass::repo;
 
 /// One VM `k3s` (vmid 300) cloned from 9000 on `node`, with `memory` and a static IP.
 fn manifest(node: &str, memory: &str, ip: &str) -> String {
     format!(
-        "apiVersion: pve-gitops/v1alpha1
-kind: External
-metadata: {{ name: x }}
-spec: {{ templates: [9000], bridges: [vmbr0] }}
----
+        "{EXTERNAL}---
 apiVersion: pve-gitops/v1alpha1
 kind: VirtualMachine
 metadata: {{ name: k3s }}

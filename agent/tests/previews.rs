@@ -16,22 +16,7 @@ use support::fakepve::{FakePve, Options};
 use support::git::{git, GitRemote};
 
 fn manifests(replicas: u32, memory: &str) -> String {
-    format!(
-        "apiVersion: pve-gitops/v1alpha1
-kind: External
-metadata: {{ name: x }}
-spec: {{ templates: [9000], bridges: [vmbr0] }}
----
-apiVersion: pve-gitops/v1alpha1
-kind: VirtualMachineSet
-metadata: {{ name: web }}
-spec:
-  replicas: {replicas}
-  vmidStart: 701
-  nodes: [pve1]
-  template: {{ clone: {{ template: 9000 }}, memory: {memory} }}
-"
-    )
+    support::manifests::web_set(replicas, 701, "[pve1]", memory)
 }
 
 /// Commit `text` on a new local branch and push it as `branch`; back on `main` after.

@@ -12,14 +12,11 @@ use pve_gitops::pve::PveClient;
 use pve_gitops_schema::{load, Repository};
 use support::control::Control;
 use support::fakepve::{FakePve, Options};
+use support::manifests::EXTERNAL;
 
 fn manifests(replicas: u32, memory: &str, disk: &str) -> Repository {
     let text = format!(
-        "apiVersion: pve-gitops/v1alpha1
-kind: External
-metadata: {{ name: x }}
-spec: {{ templates: [9000], bridges: [vmbr0] }}
----
+        "{EXTERNAL}---
 apiVersion: pve-gitops/v1alpha1
 kind: VirtualMachineSet
 metadata: {{ name: mgr }}

@@ -26,22 +26,7 @@ spec:
 ";
 
 fn vms(replicas: u32) -> String {
-    format!(
-        "apiVersion: pve-gitops/v1alpha1
-kind: External
-metadata: {{ name: x }}
-spec: {{ templates: [9000], bridges: [vmbr0] }}
----
-apiVersion: pve-gitops/v1alpha1
-kind: VirtualMachineSet
-metadata: {{ name: web }}
-spec:
-  replicas: {replicas}
-  vmidStart: 701
-  nodes: [pve1, pve2]
-  template: {{ clone: {{ template: 9000 }}, memory: 1G }}
-"
-    )
+    support::manifests::web_set(replicas, 701, "[pve1, pve2]", "1G")
 }
 
 fn at(s: &str) -> DateTime<Utc> {

@@ -193,6 +193,31 @@ impl Control {
         self.post("/ceph", spec).await
     }
 
+    /// A shared CephFS storage `id` whose files live in the directory `path` (the harness's
+    /// images extension): snippets, ISOs and imports the agent writes or downloads land there.
+    pub async fn shared_dir_storage(&self, id: &str, path: &std::path::Path) {
+        self.post(
+            "/storages",
+            json!({ id: { "type": "cephfs", "path": path, "shared": 1,
+                          "content": "snippets,iso,vztmpl,backup,import" } }),
+        )
+        .await;
+    }
+
+    /// Nodes (64 threads, 1 TiB) and `storages` (64 TiB each) larger than any test needs,
+    /// so pre-flight never refuses a plan for room.
+    pub async fn roomy(&self, storages: &[&str]) {
+        let totals: serde_json::Map<String, Value> = storages
+            .iter()
+            .map(|s| (s.to_string(), json!(64u64 << 40)))
+            .collect();
+        self.post(
+            "/capacity",
+            json!({ "nodes": { "maxcpu": 64, "maxmem": 1u64 << 40, "mem": 0 }, "storages": totals }),
+        )
+        .await;
+    }
+
     pub async fn hold_config_lock(&self, vmid: u32, secs: Option<f64>) {
         self.post(&format!("/vms/{vmid}/config_lock"), json!({ "secs": secs }))
             .await;

@@ -24,6 +24,7 @@ pub mod corpus;
 pub mod fakepve;
 pub mod git;
 pub mod https_git;
+pub mod manifests;
 pub mod pass;
 pub mod scale;
 pub mod sshd;
