@@ -14,7 +14,6 @@ mod support;
 
 use pve_gitops::report::status::ClusterStatus;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -196,14 +195,7 @@ fn start_agent(pve: &FakePve, remote: &GitRemote) -> Agent {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the agent starts");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let sink = log.clone();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
+    let log = support::agent::collect_stderr(&mut child);
     Agent { child, log }
 }
 

@@ -6,7 +6,6 @@
 #[macro_use]
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -64,14 +63,7 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .expect("binary runs");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let log = support::agent::collect_stderr(&mut child);
         Agent { child, log }
     }
 

@@ -17,7 +17,6 @@ mod support;
 use pve_gitops::report::status::ClusterStatus;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -124,14 +123,7 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the agent starts");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let log = support::agent::collect_stderr(&mut child);
         Agent { child, log }
     }
 

@@ -42,14 +42,7 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .expect("the agent binary runs");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let log = collect_stderr(&mut child);
         Agent {
             child,
             log,
@@ -107,4 +100,18 @@ macro_rules! args {
     ($($a:expr),* $(,)?) => {
         [$(std::ffi::OsString::from($a)),*]
     };
+}
+
+/// Collects `child`'s stderr (piped) line by line on a thread, for a test to search while
+/// the child runs.
+pub fn collect_stderr(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    let stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    log
 }
