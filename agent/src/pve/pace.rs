@@ -5,8 +5,10 @@
 //! right for a task whose length nobody knows, but a full clone on Ceph that takes 2 s
 //! then costs eight status requests, and a converge of N VMs clones and starts N times.
 //! Tasks of one type on one cluster take about as long as the last ones did, so the
-//! client remembers, per task type (`qmclone`, `qmstart`, ...), how long waiting took,
-//! sleeps that long before the first poll, and polls at an eighth of it after a miss.
+//! client remembers, per task type (`qmstart`, ...; clones per source template), how
+//! long waiting took, sleeps that long before the first poll (15 s at most, so one slow
+//! task does not hold up the next quick one for long), and polls at an eighth of it
+//! after a miss.
 //! An estimate that was long enough shrinks a little each time (the cluster may have
 //! become faster); a miss moves it halfway to what the task took. Instant tasks keep an
 //! estimate near zero and are polled at once, as before.
