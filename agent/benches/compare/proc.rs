@@ -28,6 +28,8 @@ pub fn run(mut cmd: Command, log: &Path, ok_codes: &[i32]) -> (Measured, i32) {
     let err = file.try_clone().expect("clone the log handle");
     cmd.stdin(Stdio::null()).stdout(file).stderr(err);
     let started = Instant::now();
+    // Reaped by wait4 below, which std's Child cannot be told about.
+    #[allow(clippy::zombie_processes)]
     let child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));

@@ -332,10 +332,13 @@ fn scale_section(d: &mut String, s: &Scale) {
          (`pve-gitops plan`, and the `plan` function alone in process over the observed \
          state), and polled by the daemon (`pve-gitops run`) for a day: {} idle passes, \
          a day at the default 15 s interval, run 10 ms apart, with a full pass (resync) \
-         every 600 ms, about 1 in 40 as the default 10 min resync gives ({} full passes). \
-         RSS and CPU come from `wait4` for the one-shot commands and from `/proc` for the \
-         daemon.\n",
-        day.idle_passes, day.full_passes
+         600 ms after the last one: {} full passes, 1 per {:.0} idle ones (the defaults, \
+         10 min and 15 s, give 1 per 40; where full passes take long, more of them come \
+         here, which makes the CPU per pass pessimistic). RSS and CPU come from `wait4` \
+         for the one-shot commands and from `/proc` for the daemon.\n",
+        day.idle_passes,
+        day.full_passes,
+        day.idle_passes as f64 / day.full_passes.max(1) as f64
     );
     let _ = writeln!(
         d,
