@@ -4,7 +4,7 @@
 CARGO ?= cargo
 BIN := target/debug/pve-gitops
 
-.PHONY: demo test lint ci schema build clean bench
+.PHONY: demo test lint ci schema build clean bench bench-compare bench-scale
 
 build:
 	$(CARGO) build --workspace
@@ -21,6 +21,18 @@ test:
 ## targets (BENCH_SIZES=10,100 to choose sizes; BENCH_PARALLEL_N=0 skips the p1/p4 run).
 bench:
 	$(CARGO) bench -p pve-gitops --bench converge
+
+## pve-gitops against the Ansible playbook a Proxmox user writes (community.proxmox), and
+## the agent at 1,000 VMs; regenerates docs/benchmarks.md, .json and .png. Makes its own
+## venvs (.venv-fakepve, .venv-ansible). About 40 minutes; BENCH_SIZES=10,100 and
+## BENCH_REALISTIC_SIZES=10 (or empty) make it shorter, BENCH_SCALE=0 skips the 1,000 VMs.
+bench-compare:
+	$(CARGO) bench -p pve-gitops --bench compare
+
+## Only the 1,000-VM figures (plan time, RSS, CPU, drift check, a day of polling): printed,
+## and written to target/bench-scale/ (docs/ keeps the full run's).
+bench-scale:
+	BENCH_PARTS=scale BENCH_OUT=target/bench-scale $(CARGO) bench -p pve-gitops --bench compare
 
 ## Formatting and lints, as CI runs them.
 lint:

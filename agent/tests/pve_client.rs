@@ -426,3 +426,38 @@ async fn lost_quorum_and_offline_nodes() {
     let status = client.node_status("pve1").await.unwrap();
     assert!(status.memory.is_some() && status.cpuinfo.is_some());
 }
+
+#[tokio::test]
+async fn a_task_like_the_last_one_is_polled_once_or_twice() {
+    let pve = fake!();
+    let (client, control) = (pve.client(), &pve.control);
+    // Each start takes 50 PVE seconds: half a second at the fake's time scale 0.01.
+    for vmid in [201, 202, 203] {
+        control
+            .create_vm(json!({"vmid": vmid, "start_secs": 50}))
+            .await;
+    }
+    // Status requests for one task (the harness counts decoded paths).
+    let polls = |upid: &pve_gitops::pve::Upid, c: &support::control::Counters| {
+        c.path(
+            "GET",
+            &format!("/nodes/pve1/tasks/{}/status", upid.as_str()),
+        )
+    };
+    // The first start is polled on the backoff schedule (10 ms, growing 1.6x).
+    let upid = client.start_vm("pve1", 201).await.unwrap();
+    client.wait_task(&upid, TASK).await.unwrap();
+    let first = polls(&upid, &control.counters().await);
+    assert!(first >= 5, "the first start took {first} polls");
+    // The next ones wait about as long before their first poll.
+    for vmid in [202, 203] {
+        let upid = client.start_vm("pve1", vmid).await.unwrap();
+        client.wait_task(&upid, TASK).await.unwrap();
+        let n = polls(&upid, &control.counters().await);
+        assert!(
+            n <= 2,
+            "start of {vmid} took {n} polls (the first took {first})"
+        );
+        assert_eq!(control.vm(vmid).await.unwrap()["status"], "running");
+    }
+}

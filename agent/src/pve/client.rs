@@ -18,6 +18,7 @@ use super::error::{classify, ClientBuildError, HttpFailure, PveError, TransportK
 use super::form::Params;
 use super::limits::{node_of, Limits};
 use super::options::ClientOptions;
+use super::pace::TaskPace;
 use super::retry::{should_retry, Idempotency, RetryPolicy};
 use super::task::TaskPollPolicy;
 use super::tls::client_config;
@@ -37,6 +38,8 @@ struct Inner {
     limits: Limits,
     retry: RetryPolicy,
     task_poll: TaskPollPolicy,
+    /// How long tasks of each type took so far (clones of this client share it).
+    pace: TaskPace,
 }
 
 impl fmt::Debug for PveClient {
@@ -84,6 +87,7 @@ impl PveClient {
                 limits: Limits::new(options.max_in_flight, options.max_in_flight_per_node),
                 retry: options.retry,
                 task_poll: options.task_poll,
+                pace: TaskPace::default(),
             }),
         })
     }
@@ -99,6 +103,10 @@ impl PveClient {
 
     pub(crate) fn task_poll(&self) -> TaskPollPolicy {
         self.inner.task_poll
+    }
+
+    pub(crate) fn task_pace(&self) -> &TaskPace {
+        &self.inner.pace
     }
 
     pub async fn get<T: DeserializeOwned>(

@@ -10,7 +10,7 @@
 //! * [`error`]: [`PveError`], one variant per failure a caller reacts to differently.
 //! * [`tls`]: trust configuration, including the fingerprint verifier.
 //! * [`form`]: PVE's form encoding (`%2B`, `1`/`0`, `sshkeys`).
-//! * [`upid`], [`task`]: task ids and waiting for tasks.
+//! * [`upid`], [`task`], [`pace`]: task ids, waiting for tasks, learned task durations.
 //! * [`retry`], [`limits`]: which failures are repeated; concurrency bounds.
 //! * [`qemu`], [`lxc`], [`cluster`], [`storage`], [`guest_agent`]: typed endpoints.
 //! * [`config`], [`types`]: what the read endpoints return.
@@ -26,6 +26,7 @@ pub mod guest_agent;
 pub mod limits;
 pub mod lxc;
 pub mod options;
+pub mod pace;
 pub mod qemu;
 pub mod retry;
 pub mod sdn;

@@ -65,6 +65,20 @@ impl TaskStatus {
     }
 }
 
+/// The longest wait before the first poll, however long tasks of the type took: one
+/// unusually slow task must not make the next, quick one wait minutes.
+const MAX_FIRST_WAIT: Duration = Duration::from_secs(15);
+
+/// What [`super::pace`] learns durations by: the task type, and for clones the source
+/// (a clone's UPID names the template, and templates of different sizes clone at
+/// different speeds).
+fn pace_key(upid: &Upid) -> String {
+    match upid.task_type() {
+        t @ ("qmclone" | "vzclone") => format!("{t}:{}", upid.id()),
+        t => t.to_string(),
+    }
+}
+
 /// A task that ended successfully.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskOutcome {
@@ -108,16 +122,31 @@ impl PveClient {
 
     /// Poll until the task stops, at most `timeout`. A task still running then gives
     /// [`PveError::TaskDeadline`] (it is not stopped: PVE may still finish it).
+    ///
+    /// Once a task of the same type has ended, the first poll waits for as long as such
+    /// tasks take ([`super::pace`]), and later polls come at an eighth of that.
     pub async fn wait_task(&self, upid: &Upid, timeout: Duration) -> Result<TaskOutcome, PveError> {
         let policy = self.task_poll();
+        let pace = self.task_pace();
+        let kind = pace_key(upid);
+        let expected = pace.expected(&kind);
         let started = Instant::now();
         let deadline = started + timeout;
         let mut interval = policy.first_interval;
+        if let Some(e) = expected {
+            if !e.is_zero() {
+                tokio::time::sleep(e.min(MAX_FIRST_WAIT).min(timeout)).await;
+            }
+            interval = (e / 8).clamp(policy.first_interval, policy.max_interval);
+        }
+        let mut polls = 0u32;
         loop {
             let status = self.task_status(upid).await?;
+            polls += 1;
             if !status.is_running() {
                 let exit = status.exitstatus.as_deref().unwrap_or("unknown");
-                tracing::info!(upid = %upid, exitstatus = exit, "PVE task finished");
+                tracing::info!(upid = %upid, exitstatus = exit, polls, "PVE task finished");
+                pace.observed(&kind, started.elapsed(), expected.is_some() && polls == 1);
                 return outcome(upid, exit);
             }
             let now = Instant::now();

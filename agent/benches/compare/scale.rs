@@ -1,0 +1,273 @@
+//! Issue 10 item 2: the agent at 1,000 desired VMs against 1,000 existing ones.
+//!
+//! On one fakepve at time scale 0 (tasks end at once: only the agent and its requests are
+//! measured): converge N VMs with `apply --once`, then
+//! * the drift check: `apply --once` again on the unchanged cluster (requests, CPU, RSS);
+//! * `pve-gitops plan` as a command, and the `plan` function alone, in process, over the
+//!   observed state (the median of `PLAN_ROUNDS`);
+//! * a day of the daemon: `pve-gitops run` polling the unchanged cluster for
+//!   `day_passes` idle passes (a day at the default 15 s interval), with the clock
+//!   compressed (`DAY_INTERVAL` between passes) and full passes (resyncs) about as often
+//!   against idle ones as the defaults give (10 min / 15 s = 1 in 40). Its RSS and CPU
+//!   are read from /proc; passes are counted by the requests fakepve sees (an idle pass
+//!   is one `GET /cluster/resources`, a full pass reads every VM).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use pve_gitops::plan::{plan, Policy};
+use pve_gitops_schema::load;
+
+use crate::agent::{self, Workdir};
+use crate::proc::Measured;
+use crate::support::fakepve::FakePve;
+use crate::support::pass::repo;
+use crate::support::scale as scenario;
+
+const PLAN_ROUNDS: usize = 21;
+/// Time between the compressed day's passes.
+const DAY_INTERVAL: Duration = Duration::from_millis(10);
+/// Resync period of the compressed day, chosen so about 40 idle passes (10 ms apart plus
+/// the pass itself) fall between two full passes, as 10 min / 15 s does.
+const DAY_RESYNC: Duration = Duration::from_millis(600);
+const RESOURCES: &str = "GET /cluster/resources";
+const PENDING: &str = "GET /nodes/{node}/qemu/{vmid}/pending";
+
+/// A process's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct Proc {
+    pub wall_s: f64,
+    pub cpu_s: f64,
+    pub max_rss_mib: f64,
+    pub requests: u64,
+    pub writes: u64,
+}
+
+/// The daemon's day.
+#[derive(Clone, Debug, Serialize)]
+pub struct Day {
+    pub idle_passes: u64,
+    pub full_passes: u64,
+    pub wall_s: f64,
+    /// RSS after the first full pass, and after the day.
+    pub rss_start_mib: f64,
+    pub rss_end_mib: f64,
+    /// VmHWM: the most the daemon was resident at any time.
+    pub peak_rss_mib: f64,
+    /// CPU per idle pass, from the sampling intervals that saw only idle passes.
+    pub cpu_per_idle_ms: f64,
+    /// CPU over the whole day per pass, resyncs included.
+    pub cpu_per_pass_ms: f64,
+    pub requests_per_idle: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Scale {
+    pub n: u32,
+    pub converge: Proc,
+    pub drift: Proc,
+    pub drift_reads_per_vm: f64,
+    pub plan_command: Proc,
+    /// The `plan` function alone: median and worst of PLAN_ROUNDS, milliseconds.
+    pub plan_fn_median_ms: f64,
+    pub plan_fn_max_ms: f64,
+    pub day: Day,
+}
+
+fn proc_figures(m: Measured, c: &crate::Counters) -> Proc {
+    Proc {
+        wall_s: m.wall.as_secs_f64(),
+        cpu_s: m.cpu.as_secs_f64(),
+        max_rss_mib: mib(m.max_rss),
+        requests: c.total,
+        writes: c.writes,
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+pub async fn run(n: u32, day_passes: u32) -> Scale {
+    eprintln!("== scale N = {n}");
+    let pve = crate::fresh_fake(0.0, 0.0).await;
+    let work = Workdir::new(&pve, &scenario::manifests(n));
+
+    pve.control.reset_counters().await;
+    let m = agent::apply_once(&pve, &work, &work.path("converge.log"));
+    let converge = proc_figures(m, &pve.control.counters().await);
+    eprintln!("   converge: {converge:?}");
+
+    pve.control.reset_counters().await;
+    let m = agent::apply_once(&pve, &work, &work.path("drift.log"));
+    let drift_counters = pve.control.counters().await;
+    let drift = proc_figures(m, &drift_counters);
+    eprintln!("   drift check: {drift:?}");
+
+    pve.control.reset_counters().await;
+    let (m, code) = agent::plan(&pve, &work, &work.path("plan.log"));
+    assert_eq!(code, 0, "plan after converging found changes");
+    let plan_command = proc_figures(m, &pve.control.counters().await);
+
+    let (plan_fn_median_ms, plan_fn_max_ms) = plan_function(&pve, n).await;
+    eprintln!("   plan: command {plan_command:?}, function median {plan_fn_median_ms:.2} ms");
+
+    let resources_per_full = drift_counters.endpoint(RESOURCES).max(1);
+    let day = day(&pve, &work, n, u64::from(day_passes), resources_per_full).await;
+    eprintln!("   day: {day:?}");
+    Scale {
+        n,
+        converge,
+        drift_reads_per_vm: drift_counters.reads as f64 / f64::from(n),
+        drift,
+        plan_command,
+        plan_fn_median_ms,
+        plan_fn_max_ms,
+        day,
+    }
+}
+
+/// Observe once, then time `plan` alone over the same desired and observed state.
+async fn plan_function(pve: &FakePve, n: u32) -> (f64, f64) {
+    let desired = load(&repo(&scenario::manifests(n))).unwrap_or_else(|e| panic!("{e}"));
+    let observed = pve_gitops::observe::observe(&pve.client(), &desired)
+        .await
+        .expect("observe");
+    let mut times = Vec::with_capacity(PLAN_ROUNDS);
+    for _ in 0..PLAN_ROUNDS {
+        let started = Instant::now();
+        let p = plan(&desired, &observed.vms, &Policy::default());
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert!(p.is_empty(), "the converged cluster still has a plan");
+    }
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], times[times.len() - 1])
+}
+
+/// `/proc/<pid>` figures: (RSS bytes, peak RSS bytes, CPU time).
+fn proc_stat(pid: u32) -> Option<(u64, u64, Duration)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Some((
+        kib("VmRSS:")? * 1024,
+        kib("VmHWM:")? * 1024,
+        Duration::from_nanos(ticks * 1_000_000_000 / hz),
+    ))
+}
+
+/// The daemon over the converged cluster for `passes` idle passes.
+async fn day(pve: &FakePve, work: &Workdir, n: u32, passes: u64, resources_per_full: u64) -> Day {
+    let vmlist = work.path(".vmlist");
+    std::fs::write(&vmlist, r#"{"version": 1}"#).expect(".vmlist");
+    let state = tempfile::tempdir().expect("state dir");
+    let log = work.path("daemon.log");
+    let file = std::fs::File::create(&log).expect("daemon log");
+    let mut cmd = Command::new(agent::binary());
+    cmd.arg("run")
+        .arg(work.manifests())
+        .arg("--no-lease")
+        .arg("--node")
+        .arg("pve1")
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("--metrics-listen")
+        .arg("off")
+        .arg("--vmlist")
+        .arg(&vmlist)
+        .arg("--interval")
+        .arg(format!("{}ms", DAY_INTERVAL.as_millis()))
+        .arg("--resync")
+        .arg(format!("{}ms", DAY_RESYNC.as_millis()));
+    work.connection(pve, &mut cmd);
+    cmd.env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log handle"))
+        .stderr(file);
+    pve.control.reset_counters().await;
+    let mut child = cmd.spawn().expect("spawn pve-gitops run");
+    let pid = child.id();
+    let count = |c: &crate::Counters| {
+        let full = c.endpoint(PENDING) / u64::from(n);
+        let idle = c
+            .endpoint(RESOURCES)
+            .saturating_sub(full * resources_per_full);
+        (full, idle)
+    };
+    // The first pass is a full one (the daemon has not settled yet).
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let (mut last_full, mut last_idle, mut last_cpu, rss_start) = loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "the daemon exited:\n{}",
+            crate::proc::tail(&log, 4000)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the daemon's first pass took over 10 minutes"
+        );
+        let c = pve.control.counters().await;
+        let (full, idle) = count(&c);
+        if full >= 1 && idle >= 1 {
+            let (rss, _, cpu) = proc_stat(pid).expect("/proc of the daemon");
+            break (full, idle, cpu, rss);
+        }
+    };
+    let started = Instant::now();
+    let (first_idle, first_cpu, first_full) = (last_idle, last_cpu, last_full);
+    let (mut idle_cpu, mut idle_count) = (Duration::ZERO, 0u64);
+    let mut idle_requests = 0u64;
+    let c = pve.control.counters().await;
+    let (mut last_total, mut last_pending) = (c.total, c.endpoint(PENDING));
+    let end = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "the daemon exited:\n{}",
+            crate::proc::tail(&log, 4000)
+        );
+        let c = pve.control.counters().await;
+        let stat = proc_stat(pid).expect("/proc of the daemon");
+        let (full, idle) = count(&c);
+        // Only intervals without a single VM read saw nothing but idle passes.
+        if c.endpoint(PENDING) == last_pending && idle > last_idle {
+            idle_cpu += stat.2 - last_cpu;
+            idle_count += idle - last_idle;
+            idle_requests += c.total - last_total;
+        }
+        (last_full, last_idle, last_cpu) = (full, idle, stat.2);
+        (last_total, last_pending) = (c.total, c.endpoint(PENDING));
+        if idle - first_idle >= passes {
+            break stat;
+        }
+    };
+    let wall = started.elapsed();
+    // SAFETY: pid is our running child.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let _ = child.wait();
+    let total_passes = (last_idle - first_idle) + (last_full - first_full);
+    Day {
+        idle_passes: last_idle - first_idle,
+        full_passes: last_full - first_full,
+        wall_s: wall.as_secs_f64(),
+        rss_start_mib: mib(rss_start),
+        rss_end_mib: mib(end.0),
+        peak_rss_mib: mib(end.1),
+        cpu_per_idle_ms: idle_cpu.as_secs_f64() * 1000.0 / idle_count.max(1) as f64,
+        cpu_per_pass_ms: (end.2 - first_cpu).as_secs_f64() * 1000.0 / total_passes.max(1) as f64,
+        requests_per_idle: idle_requests as f64 / idle_count.max(1) as f64,
+    }
+}
