@@ -34,6 +34,14 @@ fn git_command(dir: &Path) -> Command {
     cmd.current_dir(dir)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_NOSYSTEM", "1")
+        // No automatic gc: a push's receive-pack starts `gc --auto` in the background,
+        // whose prune-packed removed an object directory under the next push (seen in the
+        // bad-input corpus, which pushes 84 revisions while the agent pushes status).
+        .env("GIT_CONFIG_COUNT", "2")
+        .env("GIT_CONFIG_KEY_0", "gc.auto")
+        .env("GIT_CONFIG_VALUE_0", "0")
+        .env("GIT_CONFIG_KEY_1", "receive.autogc")
+        .env("GIT_CONFIG_VALUE_1", "false")
         .env("GIT_AUTHOR_NAME", "Test Author")
         .env("GIT_AUTHOR_EMAIL", "author@example.org")
         .env("GIT_COMMITTER_NAME", "Test Committer")
