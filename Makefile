@@ -51,8 +51,9 @@ clean:
 .PHONY: deb deb-check
 
 ## The Debian package (target/debian/pve-gitops_<version>_<arch>.deb) with cargo-deb,
-## from [package.metadata.deb] in agent/Cargo.toml and packaging/. Release build. The man
-## pages and completions are generated from the CLI into $(DEB_ASSETS) first.
+## from [package.metadata.deb] in agent/Cargo.toml and packaging/; a release build unless
+## DEB_PROFILE says otherwise. The man pages and completions are generated from the CLI
+## into $(DEB_ASSETS) first.
 DEB_ASSETS := build/deb-assets
 # `make test` packages the debug build (DEB_PROFILE=dev: no second, release, compile)
 # to check the same package lifecycle on every run.
