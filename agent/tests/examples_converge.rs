@@ -170,12 +170,7 @@ async fn example_000_converges_from_empty_and_then_writes_nothing() {
     });
     let dir = tempfile::tempdir().unwrap();
     let cephfs = dir.path().join("cephfs");
-    pve.control.ceph(json!({ "add_storage": "rbd" })).await;
-    pve.control.shared_dir_storage("cephfs", &cephfs).await;
-    pve.control.roomy(&["rbd", "cephfs"]).await;
-    for vmid in [9001, 9002, 9003] {
-        pve.control.create_template(vmid, "pve01", "rbd").await;
-    }
+    pve.control.seed_000(&cephfs).await;
     let decryptor = demo_decryptor(dir.path());
     let rev = revision_with("000-hashicorp-cluster", Some(&decryptor));
     let options = ApplyOptions {

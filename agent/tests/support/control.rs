@@ -204,6 +204,18 @@ impl Control {
         .await;
     }
 
+    /// Seed 000's cluster (nodes pve01..03): Ceph RBD for disks, a shared CephFS in the
+    /// directory `cephfs` for snippets, room for everything, and the Packer templates
+    /// 9001-9003 on RBD.
+    pub async fn seed_000(&self, cephfs: &std::path::Path) {
+        self.ceph(json!({ "add_storage": "rbd" })).await;
+        self.shared_dir_storage("cephfs", cephfs).await;
+        self.roomy(&["rbd", "cephfs"]).await;
+        for vmid in [9001, 9002, 9003] {
+            self.create_template(vmid, "pve01", "rbd").await;
+        }
+    }
+
     /// Nodes (64 threads, 1 TiB) and `storages` (64 TiB each) larger than any test needs,
     /// so pre-flight never refuses a plan for room.
     pub async fn roomy(&self, storages: &[&str]) {
