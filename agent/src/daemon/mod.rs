@@ -488,6 +488,11 @@ pub async fn run_as_service(
             }
         };
         service.pass_done(&outcome, started);
+        if !matches!(outcome, Ok(Outcome::Unchanged)) {
+            // A full pass parsed every guest's config; give what it freed back to the node
+            // rather than keep it resident through the idle passes until the next one.
+            crate::selfstat::release_free_heap();
+        }
         span.in_scope(|| match outcome {
             Ok(outcome) => log(pass, &outcome),
             Err(e) => tracing::error!(pass, "pass failed: {e:#}"),
