@@ -12,15 +12,11 @@ use pve_gitops::pass::{execute, prepare};
 use pve_gitops::plan::Policy;
 use pve_gitops::pve::PveClient;
 use pve_gitops::revision::{load, Revision};
-use pve_gitops::secrets::{Decryptor, Identities};
+use pve_gitops::secrets::Decryptor;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
 use support::control::text;
+use support::examples::{demo_decryptor, examples};
 use support::fakepve::{FakePve, Options};
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
-}
 
 fn revision(name: &str) -> Revision {
     revision_with(name, None)
@@ -30,17 +26,6 @@ fn revision(name: &str) -> Revision {
 fn revision_with(name: &str, decryptor: Option<&Decryptor>) -> Revision {
     let repo = pve_gitops::manifests::read_dir(&examples().join(name)).expect("example readable");
     load(&repo, decryptor).unwrap_or_else(|e| panic!("{}", e.join("\n")))
-}
-
-/// The public demo identity the examples' secrets are encrypted to.
-fn demo_decryptor(dir: &Path) -> Decryptor {
-    use std::os::unix::fs::PermissionsExt;
-    let file = dir.join("demo-age.key");
-    std::fs::copy(examples().join("keys/demo-age.key"), &file).unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut ids = Identities::new();
-    ids.add_file(&file).unwrap();
-    Decryptor::new(ids)
 }
 
 /// The fake's guests by name.

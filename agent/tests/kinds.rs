@@ -10,11 +10,12 @@ use pve_gitops::pass::{execute, follow, prepare};
 use pve_gitops::plan::Policy;
 use pve_gitops::pve::PveClient;
 use pve_gitops::revision::{load, Revision};
-use pve_gitops::secrets::{Decryptor, Identities};
+use pve_gitops::secrets::Decryptor;
 use pve_gitops_schema::Repository;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use support::control::text;
+use support::examples::demo_decryptor;
 use support::fakepve::{FakePve, Options};
 
 fn example(name: &str) -> Repository {
@@ -239,24 +240,6 @@ async fn a_wrong_checksum_skips_the_template_and_its_clones() {
     assert_eq!(report.skipped["cpl01"], "Template/debian-12 is not ready");
     assert!(pve.control.vm(9000).await.is_none());
     assert!(pve.control.vm(4111).await.is_none());
-}
-
-fn demo_decryptor(dir: &Path) -> Decryptor {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/keys/demo-age.key");
-    let file = dir.join("demo-age.key");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&file)
-        .unwrap();
-    f.write_all(std::fs::read(key).unwrap().as_slice()).unwrap();
-    let mut ids = Identities::new();
-    ids.add_file(&file).unwrap();
-    Decryptor::new(ids)
 }
 
 /// Example 000: the user-data snippets land on the shared CephFS directory with the

@@ -12,15 +12,15 @@ use pve_gitops::daemon::changes::Unknown;
 use pve_gitops::daemon::sources::Git;
 use pve_gitops::daemon::{Daemon, DaemonOptions, Outcome};
 use pve_gitops::plan::PolicyOverrides;
-use pve_gitops::secrets::{Decryptor, Identities};
 use pve_gitops::source::{Source, SourceConfig};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
+use support::examples::{demo_decryptor, examples};
 use support::fakepve::{FakePve, Options};
 use support::git::{git, GitRemote};
 
@@ -48,10 +48,6 @@ const CANARIES: [&str; 3] = [
     "S0VZLWNhbmFyeS0zYjhmMDU=",
 ];
 
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
-}
-
 /// Copy `from` (a directory) into the remote's work tree at `to`.
 fn copy_tree(remote: &GitRemote, from: &Path, to: &str) {
     for entry in std::fs::read_dir(from).unwrap() {
@@ -64,16 +60,6 @@ fn copy_tree(remote: &GitRemote, from: &Path, to: &str) {
             remote.write(&path, std::fs::read(entry.path()).unwrap());
         }
     }
-}
-
-fn demo_decryptor(dir: &Path) -> Decryptor {
-    use std::os::unix::fs::PermissionsExt;
-    let file = dir.join("demo-age.key");
-    std::fs::copy(examples().join("keys/demo-age.key"), &file).unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut ids = Identities::new();
-    ids.add_file(&file).unwrap();
-    Decryptor::new(ids)
 }
 
 /// A blob of the status branch, byte for byte.

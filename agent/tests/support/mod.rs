@@ -21,6 +21,7 @@ pub mod agent;
 pub mod chaos;
 pub mod control;
 pub mod corpus;
+pub mod examples;
 pub mod fakepve;
 pub mod git;
 pub mod https_git;
