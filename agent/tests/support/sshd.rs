@@ -85,14 +85,7 @@ impl Sshd {
                 config_text(port, dir, &host_key, &authorized, &user),
             )
             .unwrap();
-            let child = Command::new(SSHD)
-                .args(["-D", "-e", "-f"])
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("spawn sshd");
+            let child = spawn(&config, &log);
             let mut sshd = Sshd {
                 port,
                 user: user.clone(),
@@ -125,14 +118,7 @@ impl Sshd {
         .unwrap();
         // The old listener is closed; a bind can still race a dying process, so retry.
         for _ in 0..50 {
-            self.child = Command::new(SSHD)
-                .args(["-D", "-e", "-f"])
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("spawn sshd");
+            self.child = spawn(&config, &log);
             self.log = log.clone();
             self.host_key = new_key.clone();
             if self.wait_ready() {
@@ -221,4 +207,16 @@ fn is_root() -> bool {
         .unwrap()
         .trim()
         == "0"
+}
+
+/// sshd in the foreground with `config`, logging to the file `log`.
+fn spawn(config: &Path, log: &Path) -> Child {
+    Command::new(SSHD)
+        .args(["-D", "-e", "-f"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn sshd")
 }
