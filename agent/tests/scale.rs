@@ -28,6 +28,14 @@ async fn twenty_vms_converge_then_cost_one_read_each_and_no_write() {
         converged.report
     );
     assert_eq!(converged.report.done.len(), N as usize);
+    // Clone, read the clone's config (which shows its task is over), configure, start,
+    // the start's task, the record: six per VM, plus the pass's listings.
+    assert!(
+        converged.calls.total <= 6 * u64::from(N) + scale::CONVERGE_CONSTANT,
+        "converging {N} VMs took {} calls: {:?}",
+        converged.calls.total,
+        converged.calls.by_endpoint
+    );
     let state = pve.control.state().await;
     let guests: Vec<_> = state["guests"]
         .as_array()

@@ -11,7 +11,9 @@ use crate::plan::compare::{diff, Change};
 use crate::plan::pveconfig::DesiredConfig;
 use crate::plan::vm::disk_size;
 use crate::plan::Action;
-use crate::pve::{encode_sshkeys, CloneOptions, Params, PveClient, PveError, ResourceType};
+use crate::pve::{
+    encode_sshkeys, CloneOptions, Params, PveClient, PveError, ResourceType, VmConfig,
+};
 use pve_gitops_schema::manifest::vm::{CloneSource, TemplateRef};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -42,14 +44,15 @@ pub(super) async fn run(
                 None => client.nextid().await?,
             };
             let new = NewVm { name, vmid, node };
-            match clone {
+            let made = match clone {
                 Some(c) => clone_vm(client, &new, c, templates, cx, done).await?,
                 None => {
-                    create_empty(client, &new, cx).await?;
+                    let made = create_empty(client, &new, cx).await?;
                     done.push(format!("create {vmid}"));
+                    Some(made)
                 }
-            }
-            configure_new(client, &new, config, disks, cx, done).await?;
+            };
+            configure_new(client, &new, made, config, disks, cx, done).await?;
             if *start {
                 cx.may_write()?;
                 let upid = client.start_vm(node, vmid).await?;
@@ -133,7 +136,8 @@ struct NewVm<'a> {
 }
 
 /// Clone the template. At most `limits.clones_per_template` clones of one template run
-/// at once (storages whose clones lock the source serialize them).
+/// at once (storages whose clones lock the source serialize them). Gives the clone's
+/// config as its task left it, unless the clone was migrated after (then `None`).
 async fn clone_vm(
     client: &PveClient,
     new: &NewVm<'_>,
@@ -141,7 +145,7 @@ async fn clone_vm(
     templates: &Templates,
     cx: &Context,
     done: &mut Vec<String>,
-) -> Result<(), ApplyError> {
+) -> Result<Option<VmConfig>, ApplyError> {
     let tvmid = match &source.template {
         TemplateRef::Vmid(v) => v.get(),
         TemplateRef::Name(n) => *templates
@@ -176,19 +180,21 @@ async fn clone_vm(
     // Marks the VM as ours until the configure step sets the ownership tag: a pass that
     // dies in between finds it again and finishes it instead of refusing a stranger.
     opts.description = Some(CREATED_NOTE.to_string());
-    {
+    let made = {
         let _permit = cx.clone_permit(tvmid).await;
         // After the permit: waiting for it may outlast the lease.
         cx.may_write()?;
         let started = client.clone_vm(tnode, tvmid, &opts).await;
-        finish_create(client, new, started, cx).await?;
-    }
+        let lands_on = if via_migration { tnode } else { new.node };
+        finish_create(client, new, lands_on, started, cx).await?
+    };
     done.push(format!("create {}", new.vmid));
     if via_migration {
         migrate(client, new.vmid, tnode, new.node, cx).await?;
         done.push(format!("migrate to {}", new.node));
+        return Ok(None);
     }
-    Ok(())
+    Ok(Some(made))
 }
 
 /// Move a stopped VM from `from` to `to`.
@@ -205,26 +211,45 @@ async fn migrate(
     Ok(())
 }
 
-async fn create_empty(client: &PveClient, new: &NewVm<'_>, cx: &Context) -> Result<(), ApplyError> {
+async fn create_empty(
+    client: &PveClient,
+    new: &NewVm<'_>,
+    cx: &Context,
+) -> Result<VmConfig, ApplyError> {
     let params = Params::new()
         .with("name", new.name.to_string())
         .with("description", CREATED_NOTE.to_string());
     cx.may_write()?;
     let started = client.create_vm(new.node, new.vmid, &params).await;
-    finish_create(client, new, started, cx).await
+    finish_create(client, new, new.node, started, cx).await
 }
 
-/// Wait for a create's task. A create is never sent twice: when its request failed in a
-/// way that leaves open whether PVE acted on it (a 5xx, a dropped connection), look for
-/// the VM before giving up; if it is there under our name, wait for it to be ready.
+/// Wait for a create's task and give the new VM's config, read on `node` (where the task
+/// leaves it). The config is what tells that the task is over (no `clone`/`create` lock
+/// left), so one read serves both the wait and the configure step after it.
+///
+/// A create is never sent twice: when its request failed in a way that leaves open
+/// whether PVE acted on it (a 5xx, a dropped connection), look for the VM before giving
+/// up; if it is there under our name, wait for it to be ready.
 async fn finish_create(
     client: &PveClient,
     new: &NewVm<'_>,
+    node: &str,
     started: Result<crate::pve::Upid, PveError>,
     cx: &Context,
-) -> Result<(), ApplyError> {
+) -> Result<VmConfig, ApplyError> {
     match started {
-        Ok(upid) => Ok(client.wait_task(&upid, cx.task_timeout).await.map(drop)?),
+        Ok(upid) => {
+            let unlocked = || async {
+                // An error (no config yet: a clone to another node moves it there last)
+                // or a lock: not done, or failed; the task's status tells which.
+                let config = client.get_vm_config(node, new.vmid).await.ok()?;
+                config.lock().is_none().then_some(config)
+            };
+            Ok(client
+                .wait_task_probing(&upid, cx.task_timeout, unlocked)
+                .await?)
+        }
         Err(e) if maybe_applied(&e) => {
             if !appeared(client, new).await? {
                 return Err(e.into());
@@ -254,11 +279,12 @@ async fn appeared(client: &PveClient, new: &NewVm<'_>) -> Result<bool, ApplyErro
 }
 
 /// Wait until the VM's create lock (`clone`, `create`) is gone: its task has finished.
+/// Gives the config without the lock.
 async fn wait_unlocked(
     client: &PveClient,
     new: &NewVm<'_>,
     cx: &Context,
-) -> Result<(), ApplyError> {
+) -> Result<VmConfig, ApplyError> {
     let deadline = Instant::now() + cx.task_timeout;
     let mut wait = Duration::from_millis(200);
     loop {
@@ -269,8 +295,9 @@ async fn wait_unlocked(
             .find(|r| r.vmid == Some(u64::from(new.vmid)))
             .and_then(|r| r.node)
             .ok_or_else(|| ApplyError::Vanished(new.vmid))?;
-        match client.get_vm_config(&node, new.vmid).await?.lock() {
-            None => return Ok(()),
+        let config = client.get_vm_config(&node, new.vmid).await?;
+        match config.lock() {
+            None => return Ok(config),
             Some(lock) if Instant::now() + wait >= deadline => {
                 return Err(ApplyError::StillLocked(new.vmid, lock))
             }
@@ -284,15 +311,20 @@ async fn wait_unlocked(
 
 /// Configure what the clone (or the empty VM) does not have yet, and grow its disks to the
 /// declared size (a template disk larger than declared is kept: disks never shrink).
+/// `made`: the config the create left, when it was read on the VM's node already.
 async fn configure_new(
     client: &PveClient,
     new: &NewVm<'_>,
+    made: Option<VmConfig>,
     config: &DesiredConfig,
     disks: &[(String, u64)],
     cx: &Context,
     did: &mut Vec<String>,
 ) -> Result<(), ApplyError> {
-    let current = client.get_vm_config(new.node, new.vmid).await?;
+    let current = match made {
+        Some(c) => c,
+        None => client.get_vm_config(new.node, new.vmid).await?,
+    };
     let actual: BTreeMap<String, String> = current
         .values()
         .keys()

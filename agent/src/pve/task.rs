@@ -69,6 +69,24 @@ impl TaskStatus {
 /// unusually slow task must not make the next, quick one wait minutes.
 const MAX_FIRST_WAIT: Duration = Duration::from_secs(15);
 
+/// One wait's place in [`super::pace`]: what it expected, and since when it waits.
+struct Pacing {
+    kind: String,
+    expected: Option<Duration>,
+    started: Instant,
+}
+
+impl Pacing {
+    /// The task ended; `first_look` if the first look after the expected time saw it.
+    fn ended(&self, client: &PveClient, first_look: bool) {
+        client.task_pace().observed(
+            &self.kind,
+            self.started.elapsed(),
+            self.expected.is_some() && first_look,
+        );
+    }
+}
+
 /// What [`super::pace`] learns durations by: the task type, and for clones the source
 /// (a clone's UPID names the template, and templates of different sizes clone at
 /// different speeds).
@@ -126,19 +144,75 @@ impl PveClient {
     /// Once a task of the same type has ended, the first poll waits for as long as such
     /// tasks take ([`super::pace`]), and later polls come at an eighth of that.
     pub async fn wait_task(&self, upid: &Upid, timeout: Duration) -> Result<TaskOutcome, PveError> {
-        let policy = self.task_poll();
-        let pace = self.task_pace();
-        let kind = pace_key(upid);
-        let expected = pace.expected(&kind);
-        let started = Instant::now();
-        let deadline = started + timeout;
-        let mut interval = policy.first_interval;
-        if let Some(e) = expected {
-            if !e.is_zero() {
-                tokio::time::sleep(e.min(MAX_FIRST_WAIT).min(timeout)).await;
-            }
-            interval = (e / 8).clamp(policy.first_interval, policy.max_interval);
+        let pacing = self.paced_first_wait(upid, timeout).await;
+        self.poll_task(upid, &pacing, timeout).await
+    }
+
+    /// Wait for `upid` by asking `probe` for the task's result instead of its status.
+    ///
+    /// A create's task, for one, is over when the new VM's config is there without its
+    /// `clone`/`create` lock, and the configure step that follows reads that config
+    /// anyway: reading it in place of the status saves a request per VM. `probe` answers
+    /// `None` while it cannot tell (locked, not there yet, an error from PVE); the task's
+    /// status is then polled as by [`Self::wait_task`], so a failed task still fails with
+    /// its own exit status, and `probe` is asked once more after it ended well.
+    ///
+    /// A probe that succeeds does not see the task's exit status: use this only where the
+    /// result itself shows the task succeeded.
+    pub async fn wait_task_probing<T, F, Fut>(
+        &self,
+        upid: &Upid,
+        timeout: Duration,
+        mut probe: F,
+    ) -> Result<T, PveError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let pacing = self.paced_first_wait(upid, timeout).await;
+        if let Some(found) = probe().await {
+            tracing::info!(upid = %upid, "PVE task finished (its result is there)");
+            pacing.ended(self, true);
+            return Ok(found);
         }
+        let outcome = self.poll_task(upid, &pacing, timeout).await?;
+        probe().await.ok_or_else(|| PveError::TaskFailed {
+            upid: upid.clone(),
+            exitstatus: format!(
+                "the task ended with {} but its result is not there",
+                outcome.exitstatus
+            ),
+        })
+    }
+
+    /// Sleep before the first look at a task for as long as tasks of its type take.
+    async fn paced_first_wait(&self, upid: &Upid, timeout: Duration) -> Pacing {
+        let kind = pace_key(upid);
+        let expected = self.task_pace().expected(&kind);
+        let started = Instant::now();
+        if let Some(e) = expected.filter(|e| !e.is_zero()) {
+            tokio::time::sleep(e.min(MAX_FIRST_WAIT).min(timeout)).await;
+        }
+        Pacing {
+            kind,
+            expected,
+            started,
+        }
+    }
+
+    /// Poll the task's status until it stops or `timeout` (from `pacing.started`) ends.
+    async fn poll_task(
+        &self,
+        upid: &Upid,
+        pacing: &Pacing,
+        timeout: Duration,
+    ) -> Result<TaskOutcome, PveError> {
+        let policy = self.task_poll();
+        let deadline = pacing.started + timeout;
+        let mut interval = match pacing.expected {
+            Some(e) => (e / 8).clamp(policy.first_interval, policy.max_interval),
+            None => policy.first_interval,
+        };
         let mut polls = 0u32;
         loop {
             let status = self.task_status(upid).await?;
@@ -146,15 +220,15 @@ impl PveClient {
             if !status.is_running() {
                 let exit = status.exitstatus.as_deref().unwrap_or("unknown");
                 tracing::info!(upid = %upid, exitstatus = exit, polls, "PVE task finished");
-                pace.observed(&kind, started.elapsed(), expected.is_some() && polls == 1);
+                pacing.ended(self, polls == 1);
                 return outcome(upid, exit);
             }
             let now = Instant::now();
             if now >= deadline {
-                tracing::warn!(upid = %upid, waited = ?(now - started), "PVE task still running at its deadline");
+                tracing::warn!(upid = %upid, waited = ?(now - pacing.started), "PVE task still running at its deadline");
                 return Err(PveError::TaskDeadline {
                     upid: upid.clone(),
-                    waited: now - started,
+                    waited: now - pacing.started,
                 });
             }
             tokio::time::sleep(interval.min(deadline - now)).await;

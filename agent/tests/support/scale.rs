@@ -31,6 +31,9 @@ pub const VMID_START: u32 = 10000;
 /// per owned VM plus a constant". The constant: the guest listing
 /// (`/cluster/resources`), with room for two more cluster-wide reads (nodes, storage).
 pub const DRIFT_READS_CONSTANT: u64 = 3;
+/// Issue 10: "≤ 6 requests per VM" to converge from empty. The constant: the pass's
+/// cluster-wide reads (guests, storages, the template's config for cross-node clones).
+pub const CONVERGE_CONSTANT: u64 = 4;
 /// Issue 4: "when neither the git revision nor the cluster changed since the last pass,
 /// at most 2 calls".
 pub const IDLE_CALLS_MAX: u64 = 2;
