@@ -209,10 +209,9 @@ impl PveClient {
     ) -> Result<TaskOutcome, PveError> {
         let policy = self.task_poll();
         let deadline = pacing.started + timeout;
-        let mut interval = match pacing.expected {
-            Some(e) => (e / 8).clamp(policy.first_interval, policy.max_interval),
-            None => policy.first_interval,
-        };
+        let paced = |e: Duration| (e / 8).clamp(policy.first_interval, policy.max_interval);
+        let mut interval = pacing.expected.map_or(policy.first_interval, paced);
+        let mut learned = pacing.expected.is_some();
         let mut polls = 0u32;
         loop {
             let status = self.task_status(upid).await?;
@@ -231,7 +230,18 @@ impl PveClient {
                     waited: now - pacing.started,
                 });
             }
-            tokio::time::sleep(interval.min(deadline - now)).await;
+            let mut wait = interval;
+            if !learned {
+                // Another task of the type ended meanwhile: wait as long as it took.
+                if let Some(e) = self.task_pace().expected(&pacing.kind) {
+                    learned = true;
+                    let due =
+                        (pacing.started + e.min(MAX_FIRST_WAIT)).saturating_duration_since(now);
+                    wait = wait.max(due);
+                    interval = paced(e);
+                }
+            }
+            tokio::time::sleep(wait.min(deadline - now)).await;
             interval = interval.mul_f64(policy.factor).min(policy.max_interval);
         }
     }
