@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::chaos::cluster::{AgentConfig, Cluster, LIFETIME, NODES};
+use support::agents::{AgentConfig, Cluster, Source, LIFETIME, NODES};
 use support::chaos::faults::{down, Fault};
 use support::chaos::invariants::{
     applied_invalid, overlapping_windows, secrets_in, secrets_in_bytes, Checker, Pushed,
@@ -141,10 +141,12 @@ async fn soak(seed: u64, chaos: Duration) -> Result<(), String> {
     let cluster = Cluster::new(
         &scratch,
         AgentConfig {
-            repo_url: remote.url(),
+            source: Source::Repo {
+                url: remote.url(),
+                identity,
+            },
             api_url: pve.base_url(),
             ca_file: pve.info.ca_file.clone(),
-            identity,
         },
         &tokens,
     );

@@ -8,26 +8,23 @@
 //! have moved at least 20 times (in the windows and in the leader record's term), and
 //! every VM pushed during the failovers must exist exactly once.
 //!
-//! The emulation is served from this test process (the `pmxcfs-emu` library, as the
-//! `pmxcfs-emu` binary serves it); the agents only see their mounts. Timing is scaled
-//! down: lifetime 2 s, self-fence margin 1 s, renew 250 ms (production: 120/60/10 s).
+//! The agents and the emulation they share are [`support::agents`]: the emulation is
+//! served from this test process, the agents only see their mounts, and the lease
+//! timing is scaled down (lifetime 2 s, self-fence margin 1 s, renew 250 ms).
 
 #[macro_use]
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pmxcfs_emu::{fuse_ready_or_skip, Emulator, Mount};
+use pmxcfs_emu::fuse_ready_or_skip;
 use pve_gitops::daemon::leader::monotonic_ns;
 use pve_gitops::lease::LeaderIdentity;
 use serde_json::Value;
+use support::agents::{AgentConfig, Cluster, Source, NODES};
 use support::fakepve::{FakePve, Options};
 
-const NODES: [&str; 3] = ["pve1", "pve2", "pve3"];
-const LIFETIME: Duration = Duration::from_secs(2);
 /// The bound for a takeover after kill -9 or quorum loss: lifetime + 15 s.
 const TAKEOVER: Duration = Duration::from_secs(17);
 const CHANGES: usize = 20;
@@ -53,178 +50,88 @@ spec:
     )
 }
 
-struct Agent {
-    child: Child,
-    log: PathBuf,
+/// Starts `node`'s agent and waits until its lease has looked at the lock.
+fn start(c: &mut Cluster, node: &'static str) {
+    c.start(node);
+    until(c, Duration::from_secs(10), &format!("{node} starts"), |c| {
+        let log = c.log(node).expect("started");
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("leadership: ")
+    });
 }
 
-struct Cluster {
-    /// Agents first: they are killed before the mounts go away.
-    agents: BTreeMap<&'static str, Agent>,
-    mounts: BTreeMap<&'static str, Mount>,
-    emu: Emulator,
-    dir: tempfile::TempDir,
-    api_url: String,
-    ca_file: PathBuf,
-    starts: usize,
+/// The apply windows of every node, sorted by start.
+fn windows(c: &Cluster) -> Vec<(u64, u64, String)> {
+    let mut all = Vec::new();
+    for node in NODES {
+        let text = std::fs::read_to_string(c.apply_log(node)).unwrap_or_default();
+        for line in text.lines() {
+            let parts: Vec<&str> = line.split(' ').collect();
+            let [start, end, who] = parts.as_slice() else {
+                panic!("bad apply-log line {line:?}");
+            };
+            assert_eq!(*who, node, "{line}");
+            all.push((
+                start.parse().unwrap(),
+                end.parse().unwrap(),
+                who.to_string(),
+            ));
+        }
+    }
+    all.sort();
+    all
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for agent in self.agents.values_mut() {
-            let _ = agent.child.kill();
-            let _ = agent.child.wait();
+/// Polls `done` every 20 ms until it holds; panics with `what` after `timeout`.
+fn until(c: &Cluster, timeout: Duration, what: &str, done: impl Fn(&Cluster) -> bool) -> Duration {
+    let start = Instant::now();
+    while !done(c) {
+        if start.elapsed() > timeout {
+            panic!(
+                "timed out after {timeout:?} waiting for: {what}\n{}",
+                c.log_tails(15)
+            );
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    start.elapsed()
 }
 
-impl Cluster {
-    fn manifests(&self) -> PathBuf {
-        self.dir.path().join("manifests")
-    }
+/// The lock's owner; there is never more than one lock.
+fn holder(c: &Cluster) -> Option<String> {
+    let locks = c.emu.locks();
+    assert!(locks.len() <= 1, "{locks:?}");
+    c.holder()
+}
 
-    fn apply_log(&self, node: &str) -> PathBuf {
-        self.dir.path().join(format!("{node}.windows"))
-    }
+/// Waits until a node other than `old` holds the lock and has applied since
+/// `since_ns`; returns it and how long that took.
+fn new_leader(c: &Cluster, old: &str, since_ns: u64, timeout: Duration) -> (String, Duration) {
+    let took = until(
+        c,
+        timeout,
+        &format!("a leader other than {old} applies"),
+        |c| match holder(c) {
+            Some(h) if h != old => windows(c)
+                .iter()
+                .any(|(start, _, n)| *n == h && *start > since_ns),
+            _ => false,
+        },
+    );
+    (holder(c).expect("held"), took)
+}
 
-    /// Starts `node`'s agent and waits until its lease has looked at the lock.
-    fn start(&mut self, node: &'static str) {
-        self.starts += 1;
-        let log = self.dir.path().join(format!("{node}-{}.log", self.starts));
-        let child = Command::new(env!("CARGO_BIN_EXE_pve-gitops"))
-            .arg("run")
-            .arg(self.manifests())
-            .arg("--state-dir")
-            .arg(self.dir.path().join(format!("{node}-state")))
-            .args(["--api-url", &self.api_url])
-            .arg("--token-file")
-            .arg(self.dir.path().join("token"))
-            .arg("--ca-file")
-            .arg(&self.ca_file)
-            .args(["--vmlist", "/nonexistent/.vmlist"])
-            .args(["--interval", "150ms", "--node", node])
-            .arg("--pmxcfs-root")
-            .arg(self.mounts[node].path())
-            .args(["--lock-lifetime", "2s", "--lock-margin", "1s"])
-            .args(["--lock-renew", "250ms"])
-            .arg("--apply-log")
-            .arg(self.apply_log(node))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("pve-gitops runs");
-        self.agents.insert(node, Agent { child, log });
-        self.until(Duration::from_secs(10), &format!("{node} starts"), |c| {
-            let text = std::fs::read_to_string(&c.agents[node].log).unwrap_or_default();
-            text.contains("leadership: ")
-        });
-    }
+/// The current leader, once it holds the lock and applies.
+fn leader(c: &Cluster) -> String {
+    let since = monotonic_ns();
+    new_leader(c, "", since, TAKEOVER).0
+}
 
-    fn kill(&mut self, node: &str) {
-        let mut agent = self.agents.remove(node).expect("agent runs");
-        agent.child.kill().unwrap();
-        agent.child.wait().unwrap();
-    }
-
-    /// SIGTERM, and wait for the agent to exit (it releases the lock first).
-    fn terminate(&mut self, node: &str) {
-        let mut agent = self.agents.remove(node).expect("agent runs");
-        let pid = agent.child.id() as libc::pid_t;
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = agent.child.try_wait().unwrap() {
-                assert!(status.success(), "{node} exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "{node} ignores SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The lock's owner as the emulation knows it.
-    fn holder(&self) -> Option<String> {
-        let locks = self.emu.locks();
-        assert!(locks.len() <= 1, "{locks:?}");
-        locks.into_iter().next().map(|l| l.owner)
-    }
-
-    fn windows(&self) -> Vec<(u64, u64, String)> {
-        let mut all = Vec::new();
-        for node in NODES {
-            let text = std::fs::read_to_string(self.apply_log(node)).unwrap_or_default();
-            for line in text.lines() {
-                let parts: Vec<&str> = line.split(' ').collect();
-                let [start, end, who] = parts.as_slice() else {
-                    panic!("bad apply-log line {line:?}");
-                };
-                assert_eq!(*who, node, "{line}");
-                all.push((
-                    start.parse().unwrap(),
-                    end.parse().unwrap(),
-                    who.to_string(),
-                ));
-            }
-        }
-        all.sort();
-        all
-    }
-
-    /// Polls `done` every 20 ms until it holds; panics with `what` after `timeout`.
-    fn until(&self, timeout: Duration, what: &str, done: impl Fn(&Cluster) -> bool) -> Duration {
-        let start = Instant::now();
-        while !done(self) {
-            if start.elapsed() > timeout {
-                let logs: String = self
-                    .agents
-                    .iter()
-                    .map(|(n, a)| {
-                        let text = std::fs::read_to_string(&a.log).unwrap_or_default();
-                        let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                        format!(
-                            "--- {n}\n{}\n",
-                            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                        )
-                    })
-                    .collect();
-                panic!("timed out after {timeout:?} waiting for: {what}\n{logs}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        start.elapsed()
-    }
-
-    /// Waits until a node other than `old` holds the lock and has applied since
-    /// `since_ns`; returns it and how long that took.
-    fn new_leader(&self, old: &str, since_ns: u64, timeout: Duration) -> (String, Duration) {
-        let took = self.until(
-            timeout,
-            &format!("a leader other than {old} applies"),
-            |c| match c.holder() {
-                Some(h) if h != old => c
-                    .windows()
-                    .iter()
-                    .any(|(start, _, n)| *n == h && *start > since_ns),
-                _ => false,
-            },
-        );
-        (self.holder().expect("held"), took)
-    }
-
-    /// The current leader, once it holds the lock and applies.
-    fn leader(&self) -> String {
-        let since = monotonic_ns();
-        self.new_leader("", since, TAKEOVER).0
-    }
-
-    fn record(&self) -> LeaderIdentity {
-        let bytes = std::fs::read(self.mounts["pve1"].path().join("pve-gitops/leader.json"))
-            .expect("leader record");
-        LeaderIdentity::from_record(&bytes).expect("leader record parses")
-    }
+fn record(c: &Cluster) -> LeaderIdentity {
+    let bytes =
+        std::fs::read(c.mount("pve1").join("pve-gitops/leader.json")).expect("leader record");
+    LeaderIdentity::from_record(&bytes).expect("leader record parses")
 }
 
 /// Non-template guests by name: how many of each.
@@ -252,11 +159,8 @@ async fn twenty_failovers_never_two_writers_and_no_duplicates() {
     pve.control.create_template(9000, "pve1", "local-lvm").await;
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("token"),
-        format!("{}={}\n", pve.info.token_id, pve.info.token_secret),
-    )
-    .unwrap();
+    let token = format!("{}={}\n", pve.info.token_id, pve.info.token_secret);
+    let tokens: BTreeMap<&str, String> = NODES.iter().map(|n| (*n, token.clone())).collect();
     let manifests = dir.path().join("manifests");
     std::fs::create_dir(&manifests).unwrap();
     std::fs::write(manifests.join("0-header.yaml"), HEADER).unwrap();
@@ -269,27 +173,20 @@ async fn twenty_failovers_never_two_writers_and_no_duplicates() {
         push(format!("base-{i}"));
     }
 
-    let emu = Emulator::new(LIFETIME);
-    let mut mounts = BTreeMap::new();
+    let mut c = Cluster::new(
+        dir.path(),
+        AgentConfig {
+            source: Source::Dir(manifests.clone()),
+            api_url: pve.base_url(),
+            ca_file: pve.info.ca_file.clone(),
+        },
+        &tokens,
+    );
     for node in NODES {
-        let path = dir.path().join(format!("mnt-{node}"));
-        std::fs::create_dir(&path).unwrap();
-        mounts.insert(node, emu.mount(node, &path).unwrap());
-    }
-    let mut c = Cluster {
-        agents: BTreeMap::new(),
-        mounts,
-        emu,
-        api_url: pve.base_url(),
-        ca_file: pve.info.ca_file.clone(),
-        dir,
-        starts: 0,
-    };
-    for node in NODES {
-        c.start(node);
+        start(&mut c, node);
     }
 
-    let mut leader = c.leader();
+    let mut leader = leader(&c);
     let mut changes = 0;
     for round in 0..CHANGES {
         // A pushed change just before the failover: applied once, by whoever leads.
@@ -299,19 +196,19 @@ async fn twenty_failovers_never_two_writers_and_no_duplicates() {
         let (next, took): (String, Duration) = match round % 4 {
             0 => {
                 c.kill(old);
-                let next = c.new_leader(old, since, TAKEOVER);
-                c.start(old);
+                let next = new_leader(&c, old, since, TAKEOVER);
+                start(&mut c, old);
                 next
             }
             1 => {
-                c.terminate(old);
-                let next = c.new_leader(old, since, Duration::from_secs(15));
-                c.start(old);
+                c.terminate(old).unwrap();
+                let next = new_leader(&c, old, since, Duration::from_secs(15));
+                start(&mut c, old);
                 next
             }
             2 => {
                 c.emu.set_quorate(old, false);
-                let next = c.new_leader(old, since, TAKEOVER);
+                let next = new_leader(&c, old, since, TAKEOVER);
                 c.emu.set_quorate(old, true);
                 next
             }
@@ -319,11 +216,11 @@ async fn twenty_failovers_never_two_writers_and_no_duplicates() {
                 // A follower without quorum cannot take over: the third node must.
                 let deaf = NODES.into_iter().find(|n| *n != old).unwrap();
                 c.emu.set_quorate(deaf, false);
-                c.terminate(old);
-                let next = c.new_leader(old, since, Duration::from_secs(15));
+                c.terminate(old).unwrap();
+                let next = new_leader(&c, old, since, Duration::from_secs(15));
                 assert_ne!(next.0, deaf, "a node without quorum took the lock");
                 c.emu.set_quorate(deaf, true);
-                c.start(old);
+                start(&mut c, old);
                 next
             }
         };
@@ -345,7 +242,7 @@ async fn twenty_failovers_never_two_writers_and_no_duplicates() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let windows = c.windows();
+    let windows = windows(&c);
     for pair in windows.windows(2) {
         let ((s1, e1, n1), (s2, _, n2)) = (&pair[0], &pair[1]);
         assert!(s1 <= e1, "window ends before it starts: {:?}", pair[0]);
@@ -376,7 +273,7 @@ async fn twenty_failovers_never_two_writers_and_no_duplicates() {
         "the applying node changed only {switches} times"
     );
     assert_eq!(changes, CHANGES);
-    let record = c.record();
+    let record = record(&c);
     assert_eq!(record.node, leader);
     assert!(
         record.term > CHANGES as u64,

@@ -18,6 +18,7 @@ macro_rules! fake {
 }
 
 pub mod agent;
+pub mod agents;
 pub mod chaos;
 pub mod control;
 pub mod corpus;

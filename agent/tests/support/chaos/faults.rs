@@ -3,8 +3,8 @@
 //! pmxcfs's), dropped and hung connections, and the git remote gone. Leader kills are
 //! the soak's own steps (they need the cluster of agents, not the fake).
 
-use super::cluster::Cluster;
 use super::Rng;
+use crate::support::agents::Cluster;
 use crate::support::control::Control;
 use serde_json::json;
 use std::path::Path;
@@ -67,7 +67,7 @@ pub enum Fault {
 
 impl Fault {
     pub fn random(rng: &mut Rng) -> Fault {
-        let node = |rng: &mut Rng| *rng.pick(&super::cluster::NODES);
+        let node = |rng: &mut Rng| *rng.pick(&crate::support::agents::NODES);
         match rng.below(10) {
             0 | 1 => {
                 let (method, path) = *rng.pick(&WRITES);

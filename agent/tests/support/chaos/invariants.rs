@@ -15,8 +15,8 @@
 //! * **no secret outside PVE** ([`secrets_in`]): agent logs, state directories and every
 //!   status commit are free of the corpus's secret plaintexts.
 
-use super::cluster::LOCK;
 use super::revisions::POISON;
+use crate::support::agents::LOCK;
 use crate::support::control::{text, Control, WriteEntry};
 use pmxcfs_emu::{LockChange, LockEvent};
 use pve_gitops::daemon::leader::monotonic_ns;

@@ -1,9 +1,7 @@
 //! The chaos soak's parts (`agent/tests/chaos.rs`): a seeded generator of revisions
-//! ([`revisions`]), the faults it injects ([`faults`]), the agents under test on the
-//! pmxcfs emulation ([`cluster`]) and the invariants checked while it runs
-//! ([`invariants`]).
+//! ([`revisions`]), the faults it injects ([`faults`]) and the invariants checked while
+//! it runs ([`invariants`]). The agents under test are [`crate::support::agents`].
 
-pub mod cluster;
 pub mod faults;
 pub mod invariants;
 pub mod revisions;

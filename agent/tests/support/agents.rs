@@ -1,6 +1,7 @@
-//! The agents under test: one `pve-gitops run` per node, each following the bare
-//! repository with its own cache, state, API token and mount of the pmxcfs emulation
-//! (served from the test process), with the lease timing scaled down 60 times
+//! A cluster of agents under test (the failover test, the chaos soak): one
+//! `pve-gitops run` per node, each with its own state, API token and mount of the pmxcfs
+//! emulation (served from the test process), following a manifests directory or a
+//! bare repository (with its own cache), with the lease timing scaled down 60 times
 //! (lifetime 2 s, self-fence margin 1 s, renew 250 ms; production 120/60/10 s).
 //!
 //! Every start of an agent logs to its own file under the cluster's directory, so the
@@ -18,13 +19,20 @@ pub const MARGIN: Duration = Duration::from_secs(1);
 /// The lock the agents elect their leader with, below `priv/lock/`.
 pub const LOCK: &str = "pve-gitops";
 
+/// What the agents follow.
+pub enum Source {
+    /// A manifests directory (`pve-gitops run <dir>`).
+    Dir(PathBuf),
+    /// A git repository's cluster directory ([`crate::support::corpus::CLUSTER_DIR`]),
+    /// with the age identity that opens the revision's secrets.
+    Repo { url: String, identity: PathBuf },
+}
+
 /// What every agent is started with.
 pub struct AgentConfig {
-    pub repo_url: String,
+    pub source: Source,
     pub api_url: String,
     pub ca_file: PathBuf,
-    /// The age identity that opens the revision's secrets.
-    pub identity: PathBuf,
 }
 
 struct Agent {
@@ -73,6 +81,21 @@ impl Cluster {
         }
     }
 
+    /// The directory the agents' files go to.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `node`'s mount of the emulation (its `/etc/pve`).
+    pub fn mount(&self, node: &str) -> &Path {
+        self.mounts[node].path()
+    }
+
+    /// The log of `node`'s running agent.
+    pub fn log(&self, node: &str) -> Option<&Path> {
+        self.agents.get(node).map(|a| a.log.as_path())
+    }
+
     pub fn running(&self, node: &str) -> bool {
         self.agents.contains_key(node)
     }
@@ -102,20 +125,20 @@ impl Cluster {
         self.starts += 1;
         let log = self.dir.join(format!("{node}-{:03}.log", self.starts));
         let c = &self.config;
-        let child = Command::new(env!("CARGO_BIN_EXE_pve-gitops"))
-            .arg("run")
-            .args([
-                "--repo",
-                &c.repo_url,
-                "--path",
-                crate::support::corpus::CLUSTER_DIR,
-            ])
-            .arg("--cache")
-            .arg(self.dir.join(format!("{node}-cache")))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pve-gitops"));
+        cmd.arg("run");
+        match &c.source {
+            Source::Dir(dir) => cmd.arg(dir),
+            Source::Repo { url, identity } => cmd
+                .args(["--repo", url, "--path", crate::support::corpus::CLUSTER_DIR])
+                .arg("--cache")
+                .arg(self.dir.join(format!("{node}-cache")))
+                .arg("--identity")
+                .arg(identity),
+        };
+        let child = cmd
             .arg("--state-dir")
             .arg(self.state_dir(node))
-            .arg("--identity")
-            .arg(&c.identity)
             .args(["--api-url", &c.api_url])
             .arg("--token-file")
             .arg(self.dir.join(format!("{node}.token")))
