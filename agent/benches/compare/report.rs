@@ -243,11 +243,22 @@ fn targets(d: &mut String, scenarios: &[Scenario], runs: &[Run]) {
             find(runs, s.key, ANSIBLE, WALL_RATIO_AT, "converge"),
         ) {
             let r = p.wall_s / a.wall_s;
+            let mut judged = verdict(r <= WALL_RATIO_TARGET).to_string();
+            if s.task_secs > 0.0 && r > WALL_RATIO_TARGET {
+                // Where tasks take time, no agent beats them: at its default parallelism
+                // each VM's clone and start run one after the other.
+                let at_once = pve_gitops::apply::ApplyOptions::default().parallelism;
+                let floor = f64::from(WALL_RATIO_AT.div_ceil(at_once as u32)) * 2.0 * s.task_secs;
+                judged.push_str(&format!(
+                    ": PVE's task time alone, {WALL_RATIO_AT} clones and starts of {} s at {at_once} VMs at once, is {floor:.0} s, {:.3} × Ansible's",
+                    s.task_secs,
+                    floor / a.wall_s
+                ));
+            }
             let _ = writeln!(
                 d,
-                "| converge ≤ {WALL_RATIO_TARGET} × Ansible's wall time at N = {WALL_RATIO_AT} | {} | {r:.3} | {} |",
+                "| converge ≤ {WALL_RATIO_TARGET} × Ansible's wall time at N = {WALL_RATIO_AT} | {} | {r:.3} | {judged} |",
                 s.key,
-                verdict(r <= WALL_RATIO_TARGET)
             );
         }
         let worst = runs
@@ -256,11 +267,16 @@ fn targets(d: &mut String, scenarios: &[Scenario], runs: &[Run]) {
             .map(|r| (r.requests as f64 / f64::from(r.n), r.n))
             .max_by(|a, b| a.0.total_cmp(&b.0));
         if let Some((per_vm, n)) = worst {
+            let mut judged = verdict(per_vm <= REQUESTS_PER_VM_TARGET).to_string();
+            if s.task_secs > 0.0 && per_vm > REQUESTS_PER_VM_TARGET {
+                judged.push_str(
+                    ": six when every task is seen ended at its first look; each look that finds one still running is one more",
+                );
+            }
             let _ = writeln!(
                 d,
-                "| ≤ {REQUESTS_PER_VM_TARGET} requests per VM to converge | {} | {per_vm:.2} (worst, N = {n}) | {} |",
+                "| ≤ {REQUESTS_PER_VM_TARGET} requests per VM to converge | {} | {per_vm:.2} (worst, N = {n}) | {judged} |",
                 s.key,
-                verdict(per_vm <= REQUESTS_PER_VM_TARGET)
             );
         }
         let writes: Vec<u64> = runs
