@@ -170,7 +170,7 @@ impl PveClient {
     /// A GET whose successful body `decode` reads in place, so the answer may be read
     /// without building owned values for every field (the idle daemon's guest listing:
     /// see `crate::observe::listing`). The body is PVE's whole envelope
-    /// ([`envelope_data`] opens it).
+    /// (`envelope_data` opens it).
     pub async fn get_with<R>(
         &self,
         path: &str,
