@@ -5,7 +5,7 @@
 //! interval just to hash a few fields of it. Building a [`ClusterResource`] per guest for
 //! that, every field an owned `String` or a `serde_json::Value`, was most of the pass's
 //! CPU. So the fingerprint is taken from the answer's text: each guest's covered fields
-//! ([`FIELDS`]) are read in place as borrowed [`Scalar`]s and hashed at once, the others
+//! (`FIELDS`) are read in place as borrowed `Scalar`s and hashed at once, the others
 //! skipped unread; nothing of a guest is kept but its hash. A full pass hashes the same
 //! text it parses its listing from, so its fingerprint and an idle pass's are the same
 //! function of the answer.
@@ -209,7 +209,7 @@ struct Listing {
     data: GuestHashes,
 }
 
-/// The guests (`/cluster/resources?type=vm`) with the answer's [`body_fingerprint`].
+/// The guests (`/cluster/resources?type=vm`) with the answer's `body_fingerprint`.
 pub async fn fetch(client: &PveClient) -> Result<(Vec<ClusterResource>, u64), PveError> {
     client
         .cluster_resources_with(Some(ResourceType::Vm), |body| {
@@ -218,7 +218,7 @@ pub async fn fetch(client: &PveClient) -> Result<(Vec<ClusterResource>, u64), Pv
         .await
 }
 
-/// Only the [`body_fingerprint`] of the guests now: what an idle pass needs.
+/// Only the `body_fingerprint` of the guests now: what an idle pass needs.
 pub async fn fetch_fingerprint(client: &PveClient) -> Result<u64, PveError> {
     client
         .cluster_resources_with(Some(ResourceType::Vm), body_fingerprint)
