@@ -14,9 +14,9 @@ pub mod service;
 pub mod sources;
 
 use crate::apply::{ApplyOptions, Report};
-use crate::observe::listing_fingerprint;
+use crate::observe::listing;
 use crate::plan::{Finding, Plan, Policy, PolicyOverrides, RebootPolicy};
-use crate::pve::{PveClient, ResourceType};
+use crate::pve::PveClient;
 use crate::report::status::{self, ClusterStatus};
 use crate::report::StatusFiles;
 use crate::revision::Revision;
@@ -269,12 +269,10 @@ impl Daemon {
         let vmlist = self.changes.fingerprint();
         if let (Some(s), Some(v)) = (self.settled.take(), vmlist) {
             if s.revision == revision && s.vmlist == v && s.at.elapsed() < self.options.resync {
-                let guests = self
-                    .client
-                    .cluster_resources(Some(ResourceType::Vm))
+                let listing = listing::fetch_fingerprint(&self.client)
                     .await
                     .context("listing the cluster's guests")?;
-                if listing_fingerprint(&guests) == s.listing {
+                if listing == s.listing {
                     self.settled = Some(s);
                     return Ok(Outcome::Unchanged);
                 }

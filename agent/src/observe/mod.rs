@@ -11,11 +11,12 @@
 
 use crate::apply::Templates;
 use crate::plan::actual::ActualVm;
-use crate::pve::{de, ClusterResource, PendingEntry, PveClient, PveError, ResourceType};
+use crate::pve::{de, PendingEntry, PveClient, PveError, ResourceType};
 use pve_gitops_schema::ids::OWNER_TAG;
 use pve_gitops_schema::DesiredState;
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
+
+pub mod listing;
 
 /// What one observation found.
 #[derive(Debug, Clone, Default)]
@@ -26,35 +27,8 @@ pub struct Observed {
     pub templates: Templates,
     /// Every vmid in use in the cluster (guests and templates), to allocate new ones.
     pub used_vmids: BTreeSet<u32>,
-    /// [`listing_fingerprint`] of the guest listing this observation started from.
+    /// The fingerprint ([`listing`]) of the guest listing this observation started from.
     pub listing: u64,
-}
-
-/// A hash of what `/cluster/resources` says about the guests that a change would alter
-/// (vmid, node, name, power state, tags, lock, sizes), leaving out what moves on its own
-/// (CPU and memory use, uptime). Equal fingerprints: nothing visible in the listing changed.
-pub fn listing_fingerprint(guests: &[ClusterResource]) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    let mut rows: Vec<_> = guests
-        .iter()
-        .map(|r| {
-            (
-                r.vmid,
-                &r.kind,
-                &r.node,
-                &r.name,
-                &r.status,
-                r.template,
-                &r.tags,
-                &r.lock,
-                (r.maxmem, r.maxdisk, r.maxcpu.map(f64::to_bits)),
-                &r.pool,
-            )
-        })
-        .collect();
-    rows.sort_by_key(|r| r.0);
-    rows.hash(&mut h);
-    h.finish()
 }
 
 /// Observe the candidate VMs and the templates.
@@ -71,8 +45,8 @@ pub async fn observe(client: &PveClient, desired: &DesiredState) -> Result<Obser
         .iter()
         .map(|t| (t.name.to_string(), t.spec.vmid.get()))
         .collect();
-    let listing = client.cluster_resources(Some(ResourceType::Vm)).await?;
-    out.listing = listing_fingerprint(&listing);
+    let (listing, fingerprint) = listing::fetch(client).await?;
+    out.listing = fingerprint;
     // Templates that exist already, by name (an `External` template cloned by name, like
     // seed 003's `ubuntu-2204-cloudinit`).
     let mut cluster_templates: BTreeMap<String, Vec<u32>> = BTreeMap::new();

@@ -56,6 +56,11 @@ struct Envelope<T> {
     data: T,
 }
 
+/// The `data` of PVE's `{"data": ...}` envelope in `body`, which `T` may borrow from.
+pub(crate) fn envelope_data<'a, T: Deserialize<'a>>(body: &'a [u8]) -> serde_json::Result<T> {
+    serde_json::from_slice::<Envelope<T>>(body).map(|e| e.data)
+}
+
 #[derive(Deserialize, Default)]
 struct ErrorBody {
     #[serde(default)]
@@ -156,11 +161,40 @@ impl PveClient {
         params: &Params,
         idempotency: Idempotency,
     ) -> Result<T, PveError> {
+        self.request_with(method, path, params, idempotency, |body| {
+            envelope_data::<T>(body)
+        })
+        .await
+    }
+
+    /// A GET whose successful body `decode` reads in place, so the answer may be read
+    /// without building owned values for every field (the idle daemon's guest listing:
+    /// see `crate::observe::listing`). The body is PVE's whole envelope
+    /// (`envelope_data` opens it).
+    pub async fn get_with<R>(
+        &self,
+        path: &str,
+        query: &Params,
+        decode: impl Fn(&[u8]) -> serde_json::Result<R>,
+    ) -> Result<R, PveError> {
+        self.request_with(Method::GET, path, query, Idempotency::Idempotent, decode)
+            .await
+    }
+
+    /// [`request`](Self::request) with the decoding of a successful body up to `decode`.
+    async fn request_with<R>(
+        &self,
+        method: Method,
+        path: &str,
+        params: &Params,
+        idempotency: Idempotency,
+        decode: impl Fn(&[u8]) -> serde_json::Result<R>,
+    ) -> Result<R, PveError> {
         let retry = self.inner.retry;
         let mut attempt = 1;
         loop {
             let started = std::time::Instant::now();
-            let result = self.send_once(&method, path, params).await;
+            let result = self.send_once(&method, path, params, &decode).await;
             crate::telemetry::api_request_done(&method, started.elapsed(), result.as_ref().err());
             match result {
                 Err(err) if attempt < retry.max_attempts && should_retry(&err, idempotency) => {
@@ -174,12 +208,13 @@ impl PveClient {
         }
     }
 
-    async fn send_once<T: DeserializeOwned>(
+    async fn send_once<R>(
         &self,
         method: &Method,
         path: &str,
         params: &Params,
-    ) -> Result<T, PveError> {
+        decode: impl Fn(&[u8]) -> serde_json::Result<R>,
+    ) -> Result<R, PveError> {
         let inner = &self.inner;
         let in_query = matches!(*method, Method::GET | Method::DELETE | Method::HEAD);
         let mut url = format!("{}{}", inner.api, path);
@@ -213,14 +248,12 @@ impl PveClient {
         drop(permit);
 
         if status.is_success() {
-            return serde_json::from_slice::<Envelope<T>>(&body)
-                .map(|e| e.data)
-                .map_err(|e| PveError::InvalidResponse {
-                    method: method.clone(),
-                    path: path.to_string(),
-                    status: status.as_u16(),
-                    detail: e.to_string(),
-                });
+            return decode(&body).map_err(|e| PveError::InvalidResponse {
+                method: method.clone(),
+                path: path.to_string(),
+                status: status.as_u16(),
+                detail: e.to_string(),
+            });
         }
         Err(classify(failure(method, path, status, reason, &body)))
     }

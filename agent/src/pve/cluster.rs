@@ -118,6 +118,17 @@ impl PveClient {
         self.get("/cluster/resources", &q).await
     }
 
+    /// [`cluster_resources`](Self::cluster_resources) with the answer's envelope read by
+    /// `decode` in place (see [`PveClient::get_with`]).
+    pub async fn cluster_resources_with<R>(
+        &self,
+        kind: Option<ResourceType>,
+        decode: impl Fn(&[u8]) -> serde_json::Result<R>,
+    ) -> Result<R, PveError> {
+        let q = Params::new().with_opt("type", kind.map(ResourceType::as_str));
+        self.get_with("/cluster/resources", &q, decode).await
+    }
+
     /// The next free VMID. PVE returns it as a string; only a hint, since another
     /// client may take it before the create.
     pub async fn nextid(&self) -> Result<u32, PveError> {
