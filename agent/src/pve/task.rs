@@ -145,7 +145,7 @@ impl PveClient {
     /// tasks take ([`super::pace`]), and later polls come at an eighth of that.
     pub async fn wait_task(&self, upid: &Upid, timeout: Duration) -> Result<TaskOutcome, PveError> {
         let pacing = self.paced_first_wait(upid, timeout).await;
-        self.poll_task(upid, &pacing, timeout).await
+        self.poll_task(upid, &pacing, timeout, true).await
     }
 
     /// Wait for `upid` by asking `probe` for the task's result instead of its status.
@@ -175,7 +175,8 @@ impl PveClient {
             pacing.ended(self, true);
             return Ok(found);
         }
-        let outcome = self.poll_task(upid, &pacing, timeout).await?;
+        // The probe was the first look, and it missed: no status poll counts as a hit.
+        let outcome = self.poll_task(upid, &pacing, timeout, false).await?;
         probe().await.ok_or_else(|| PveError::TaskFailed {
             upid: upid.clone(),
             exitstatus: format!(
@@ -201,11 +202,13 @@ impl PveClient {
     }
 
     /// Poll the task's status until it stops or `timeout` (from `pacing.started`) ends.
+    /// `first_look`: no look at the task came before these polls (a probe's did not).
     async fn poll_task(
         &self,
         upid: &Upid,
         pacing: &Pacing,
         timeout: Duration,
+        first_look: bool,
     ) -> Result<TaskOutcome, PveError> {
         let policy = self.task_poll();
         let deadline = pacing.started + timeout;
@@ -219,7 +222,7 @@ impl PveClient {
             if !status.is_running() {
                 let exit = status.exitstatus.as_deref().unwrap_or("unknown");
                 tracing::info!(upid = %upid, exitstatus = exit, polls, "PVE task finished");
-                pacing.ended(self, polls == 1);
+                pacing.ended(self, first_look && polls == 1);
                 return outcome(upid, exit);
             }
             let now = Instant::now();
