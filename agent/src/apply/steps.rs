@@ -12,7 +12,7 @@ use crate::plan::pveconfig::DesiredConfig;
 use crate::plan::vm::disk_size;
 use crate::plan::Action;
 use crate::pve::{
-    encode_sshkeys, CloneOptions, Params, PveClient, PveError, ResourceType, VmConfig,
+    encode_sshkeys, CloneOptions, Params, Probed, PveClient, PveError, ResourceType, VmConfig,
 };
 use pve_gitops_schema::manifest::vm::{CloneSource, TemplateRef};
 use std::collections::BTreeMap;
@@ -241,10 +241,13 @@ async fn finish_create(
     match started {
         Ok(upid) => {
             let unlocked = || async {
-                // An error (no config yet: a clone to another node moves it there last)
-                // or a lock: not done, or failed; the task's status tells which.
-                let config = client.get_vm_config(node, new.vmid).await.ok()?;
-                config.lock().is_none().then_some(config)
+                // An error (no config yet: a clone to another node moves it there last):
+                // not done, or failed; the task's status tells which.
+                match client.get_vm_config(node, new.vmid).await {
+                    Ok(config) if config.lock().is_none() => Probed::Done(config),
+                    Ok(_) => Probed::Busy,
+                    Err(_) => Probed::Unknown,
+                }
             };
             Ok(client
                 .wait_task_probing(&upid, cx.task_timeout, unlocked)

@@ -45,7 +45,7 @@ pub use options::{ApiToken, ClientOptions};
 pub use qemu::{CloneOptions, ShutdownOptions};
 pub use retry::{Idempotency, RetryPolicy};
 pub use storage::DownloadUrl;
-pub use task::{TaskOutcome, TaskPollPolicy, TaskStatus};
+pub use task::{Probed, TaskOutcome, TaskPollPolicy, TaskStatus};
 pub use tls::{CertFingerprint, TlsTrust, PVE_ROOT_CA};
 pub use types::{ClusterResource, NodeInfo, NodeStatus, Pool, StorageContent, VmStatus};
 pub use upid::Upid;

@@ -16,6 +16,7 @@ use super::client::PveClient;
 use super::de;
 use super::error::PveError;
 use super::form::{segment, Params};
+use super::pace::Observation;
 use super::upid::Upid;
 
 /// How task status is polled.
@@ -77,12 +78,18 @@ struct Pacing {
 }
 
 impl Pacing {
-    /// The task ended; `first_look` if the first look after the expected time saw it.
-    fn ended(&self, client: &PveClient, first_look: bool) {
+    /// The task was seen stopped now; `running_at`: the last look (since the wait began)
+    /// that found it still running, if any did.
+    fn ended(&self, client: &PveClient, running_at: Option<Duration>) {
         client.task_pace().observed(
             &self.kind,
-            self.started.elapsed(),
-            self.expected.is_some() && first_look,
+            Observation {
+                started: self.started,
+                expected: self.expected,
+                running_at,
+                stopped_at: self.started.elapsed(),
+            },
+            Instant::now(),
         );
     }
 }
@@ -95,6 +102,17 @@ fn pace_key(upid: &Upid) -> String {
         t @ ("qmclone" | "vzclone") => format!("{t}:{}", upid.id()),
         t => t.to_string(),
     }
+}
+
+/// What a look at a task's result (instead of its status) tells.
+#[derive(Debug)]
+pub enum Probed<T> {
+    /// The result is there: the task is over and succeeded.
+    Done(T),
+    /// The result shows the task still at work (a create's VM still locked by it).
+    Busy,
+    /// Nothing to tell by: no result yet, or an error reading it.
+    Unknown,
 }
 
 /// A task that ended successfully.
@@ -145,17 +163,20 @@ impl PveClient {
     /// tasks take ([`super::pace`]), and later polls come at an eighth of that.
     pub async fn wait_task(&self, upid: &Upid, timeout: Duration) -> Result<TaskOutcome, PveError> {
         let pacing = self.paced_first_wait(upid, timeout).await;
-        self.poll_task(upid, &pacing, timeout, true).await
+        self.poll_task(upid, &pacing, timeout, None).await
     }
 
     /// Wait for `upid` by asking `probe` for the task's result instead of its status.
     ///
     /// A create's task, for one, is over when the new VM's config is there without its
     /// `clone`/`create` lock, and the configure step that follows reads that config
-    /// anyway: reading it in place of the status saves a request per VM. `probe` answers
-    /// `None` while it cannot tell (locked, not there yet, an error from PVE); the task's
-    /// status is then polled as by [`Self::wait_task`], so a failed task still fails with
-    /// its own exit status, and `probe` is asked once more after it ended well.
+    /// anyway: reading it in place of the status saves a request per VM.
+    ///
+    /// A probe that finds the task still at work ([`Probed::Busy`]) is asked once more a
+    /// paced interval later, so a look that came a little early costs one request more.
+    /// Otherwise (busy twice, or [`Probed::Unknown`]: not there yet, an error from PVE)
+    /// the task's status is polled as by [`Self::wait_task`], so a failed task still
+    /// fails with its own exit status, and `probe` is asked once more after it ended well.
     ///
     /// A probe that succeeds does not see the task's exit status: use this only where the
     /// result itself shows the task succeeded.
@@ -167,22 +188,48 @@ impl PveClient {
     ) -> Result<T, PveError>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Option<T>>,
+        Fut: std::future::Future<Output = Probed<T>>,
     {
         let pacing = self.paced_first_wait(upid, timeout).await;
-        if let Some(found) = probe().await {
-            tracing::info!(upid = %upid, "PVE task finished (its result is there)");
-            pacing.ended(self, true);
-            return Ok(found);
+        let mut looked = None;
+        for again in [false, true] {
+            match probe().await {
+                Probed::Done(found) => {
+                    tracing::info!(upid = %upid, "PVE task finished (its result is there)");
+                    pacing.ended(self, looked);
+                    return Ok(found);
+                }
+                Probed::Busy if !again => {
+                    looked = Some(pacing.started.elapsed());
+                    let left = (pacing.started + timeout).saturating_duration_since(Instant::now());
+                    tokio::time::sleep(self.paced_interval(&pacing).min(left)).await;
+                }
+                _ => {
+                    looked = Some(pacing.started.elapsed());
+                    break;
+                }
+            }
         }
-        // The probe was the first look, and it missed: no status poll counts as a hit.
-        let outcome = self.poll_task(upid, &pacing, timeout, false).await?;
-        probe().await.ok_or_else(|| PveError::TaskFailed {
-            upid: upid.clone(),
-            exitstatus: format!(
-                "the task ended with {} but its result is not there",
-                outcome.exitstatus
-            ),
+        // The probes missed: the status is asked a paced interval later, not at once.
+        let outcome = self.poll_task(upid, &pacing, timeout, looked).await?;
+        match probe().await {
+            Probed::Done(found) => Ok(found),
+            _ => Err(PveError::TaskFailed {
+                upid: upid.clone(),
+                exitstatus: format!(
+                    "the task ended with {} but its result is not there",
+                    outcome.exitstatus
+                ),
+            }),
+        }
+    }
+
+    /// The wait between looks at a task of `pacing`'s type: an eighth of how long such
+    /// tasks take, or the policy's first interval while that is not known.
+    fn paced_interval(&self, pacing: &Pacing) -> Duration {
+        let policy = self.task_poll();
+        pacing.expected.map_or(policy.first_interval, |e| {
+            (e / 8).clamp(policy.first_interval, policy.max_interval)
         })
     }
 
@@ -202,50 +249,55 @@ impl PveClient {
     }
 
     /// Poll the task's status until it stops or `timeout` (from `pacing.started`) ends.
-    /// `first_look`: no look at the task came before these polls (a probe's did not).
+    /// `looked`: when (since the wait began) a look that found the task still at work came
+    /// just before these polls (a probe's); the first poll then waits an interval.
     async fn poll_task(
         &self,
         upid: &Upid,
         pacing: &Pacing,
         timeout: Duration,
-        first_look: bool,
+        looked: Option<Duration>,
     ) -> Result<TaskOutcome, PveError> {
         let policy = self.task_poll();
         let deadline = pacing.started + timeout;
         let paced = |e: Duration| (e / 8).clamp(policy.first_interval, policy.max_interval);
-        let mut interval = pacing.expected.map_or(policy.first_interval, paced);
+        let mut interval = self.paced_interval(pacing);
         let mut learned = pacing.expected.is_some();
+        let mut running_at = looked;
         let mut polls = 0u32;
         loop {
+            if running_at.is_some() {
+                let now = Instant::now();
+                if now >= deadline {
+                    tracing::warn!(upid = %upid, waited = ?(now - pacing.started), "PVE task still running at its deadline");
+                    return Err(PveError::TaskDeadline {
+                        upid: upid.clone(),
+                        waited: now - pacing.started,
+                    });
+                }
+                let mut wait = interval;
+                if !learned {
+                    // Another task of the type ended meanwhile: wait as long as it took.
+                    if let Some(e) = self.task_pace().expected(&pacing.kind) {
+                        learned = true;
+                        let due =
+                            (pacing.started + e.min(MAX_FIRST_WAIT)).saturating_duration_since(now);
+                        wait = wait.max(due);
+                        interval = paced(e);
+                    }
+                }
+                tokio::time::sleep(wait.min(deadline - now)).await;
+                interval = interval.mul_f64(policy.factor).min(policy.max_interval);
+            }
             let status = self.task_status(upid).await?;
             polls += 1;
             if !status.is_running() {
                 let exit = status.exitstatus.as_deref().unwrap_or("unknown");
                 tracing::info!(upid = %upid, exitstatus = exit, polls, "PVE task finished");
-                pacing.ended(self, first_look && polls == 1);
+                pacing.ended(self, running_at);
                 return outcome(upid, exit);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                tracing::warn!(upid = %upid, waited = ?(now - pacing.started), "PVE task still running at its deadline");
-                return Err(PveError::TaskDeadline {
-                    upid: upid.clone(),
-                    waited: now - pacing.started,
-                });
-            }
-            let mut wait = interval;
-            if !learned {
-                // Another task of the type ended meanwhile: wait as long as it took.
-                if let Some(e) = self.task_pace().expected(&pacing.kind) {
-                    learned = true;
-                    let due =
-                        (pacing.started + e.min(MAX_FIRST_WAIT)).saturating_duration_since(now);
-                    wait = wait.max(due);
-                    interval = paced(e);
-                }
-            }
-            tokio::time::sleep(wait.min(deadline - now)).await;
-            interval = interval.mul_f64(policy.factor).min(policy.max_interval);
+            running_at = Some(pacing.started.elapsed());
         }
     }
 
