@@ -25,6 +25,9 @@ pub struct Prepared {
     pub cluster: crate::apply::cluster::ClusterPlan,
     /// `Err` when the cluster cannot take the plan: nothing may be applied.
     pub preflight: Result<(), Vec<PreflightProblem>>,
+    /// Storage id → shared, from pre-flight's listing (`None`: it listed nothing), so
+    /// that apply does not list the storages again.
+    pub storages_shared: Option<std::sync::Arc<std::collections::BTreeMap<String, bool>>>,
 }
 
 /// Observe, plan and check, without writing anything.
@@ -57,6 +60,7 @@ pub async fn prepare(
         .await
         .context("observing SDN, pools and firewalls")?;
     Ok(Prepared {
+        storages_shared: facts.storages_shared().map(std::sync::Arc::new),
         observed,
         plan,
         kinds,
@@ -76,6 +80,10 @@ pub async fn execute(client: &PveClient, prepared: &Prepared, options: &ApplyOpt
     );
     use crate::apply::cluster;
     let plan = &prepared.plan;
+    let options = &ApplyOptions {
+        storages_shared: prepared.storages_shared.clone(),
+        ..options.clone()
+    };
     let mut report = cluster::before_vms(client, &prepared.cluster, plan, options).await;
     let mut templates = prepared.observed.templates.clone();
     let (kinds_report, blocked) =

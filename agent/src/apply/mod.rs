@@ -61,6 +61,9 @@ pub struct ApplyOptions {
     /// guests' addresses are not reachable): with a map, an address missing from it is
     /// never dialled and counts as refused. `None`: the guest's own address.
     pub tcp_probes: Option<Arc<BTreeMap<std::net::SocketAddr, std::net::SocketAddr>>>,
+    /// Storage id → shared, when the pass listed the storages already (pre-flight);
+    /// `None`: apply lists them itself when a clone goes to another node.
+    pub storages_shared: Option<Arc<BTreeMap<String, bool>>>,
 }
 
 impl Default for ApplyOptions {
@@ -74,6 +77,7 @@ impl Default for ApplyOptions {
             node: None,
             storage_root: None,
             tcp_probes: None,
+            storages_shared: None,
         }
     }
 }
@@ -136,8 +140,9 @@ pub(crate) struct Context {
     pub(crate) task_timeout: Duration,
     pub(crate) secrets: Arc<Secrets>,
     gate: Option<WriteGate>,
-    /// Storage id → shared, read once per apply when a clone goes to another node.
-    shared_storage: tokio::sync::OnceCell<BTreeMap<String, bool>>,
+    /// Storage id → shared: pre-flight's, or read once per apply when a clone goes to
+    /// another node.
+    shared_storage: tokio::sync::OnceCell<Arc<BTreeMap<String, bool>>>,
     /// Template vmid → the storages its disks are on.
     template_storages: tokio::sync::Mutex<BTreeMap<u32, Vec<String>>>,
     global: Arc<Semaphore>,
@@ -153,7 +158,7 @@ impl Context {
             task_timeout: options.task_timeout,
             secrets: options.secrets.clone(),
             gate: options.gate.clone(),
-            shared_storage: tokio::sync::OnceCell::new(),
+            shared_storage: tokio::sync::OnceCell::new_with(options.storages_shared.clone()),
             template_storages: tokio::sync::Mutex::default(),
             global: Arc::new(Semaphore::new(options.parallelism.max(1))),
             sets: Mutex::default(),
@@ -204,7 +209,8 @@ impl Context {
 
     /// Whether a clone of `template` lands on shared storage only: on `storage` when the
     /// clone names one, else on the template's own disks' storages. Costs one listing of
-    /// the storages and one read of the template's config, each once per apply.
+    /// the storages (unless pre-flight's are known) and one read of the template's
+    /// config, each once per apply.
     pub(crate) async fn clones_to_shared(
         &self,
         client: &PveClient,
@@ -218,11 +224,11 @@ impl Context {
                 let list = client
                     .cluster_resources(Some(crate::pve::ResourceType::Storage))
                     .await?;
-                Ok::<_, PveError>(
+                Ok::<_, PveError>(Arc::new(
                     list.into_iter()
                         .filter_map(|r| r.storage.map(|s| (s, r.shared)))
                         .collect(),
-                )
+                ))
             })
             .await?;
         if let Some(s) = storage {

@@ -76,6 +76,20 @@ pub struct GuestFacts {
 }
 
 impl ClusterFacts {
+    /// Storage id → shared, as apply needs it to tell whether a clone may go to another
+    /// node; `None` when the cluster was not listed (an empty plan needs no facts).
+    pub fn storages_shared(&self) -> Option<BTreeMap<String, bool>> {
+        if self.nodes.is_empty() {
+            return None;
+        }
+        Some(
+            self.storages
+                .iter()
+                .map(|((_, id), s)| (id.clone(), s.shared))
+                .collect(),
+        )
+    }
+
     /// Nodes, storages and guests from one unfiltered `GET /cluster/resources`.
     pub fn from_resources(resources: &[ClusterResource]) -> Self {
         let mut facts = ClusterFacts::default();

@@ -32,8 +32,9 @@ pub const VMID_START: u32 = 10000;
 /// (`/cluster/resources`), with room for two more cluster-wide reads (nodes, storage).
 pub const DRIFT_READS_CONSTANT: u64 = 3;
 /// Issue 10: "≤ 6 requests per VM" to converge from empty. The constant: the pass's
-/// cluster-wide reads (guests, storages, the template's config for cross-node clones).
-pub const CONVERGE_CONSTANT: u64 = 4;
+/// cluster-wide reads (the guests for the plan, everything for pre-flight, whose
+/// storages apply reuses) and the template's config (for cross-node clones).
+pub const CONVERGE_CONSTANT: u64 = 3;
 /// Issue 4: "when neither the git revision nor the cluster changed since the last pass,
 /// at most 2 calls".
 pub const IDLE_CALLS_MAX: u64 = 2;
