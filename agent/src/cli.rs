@@ -49,6 +49,9 @@ pub enum Command {
         secrets: SecretArgs,
     },
     /// Make the cluster match the manifests.
+    ///
+    /// With `RUST_LOG` set (e.g. `RUST_LOG=info`), the agent's log (task waits, retries)
+    /// goes to stderr besides the progress lines.
     Apply {
         /// Run one pass and exit (the daemon loop comes with `run`).
         #[arg(long, required = true)]

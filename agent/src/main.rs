@@ -26,6 +26,11 @@ fn main() {
             now,
             ..
         } => {
+            // The one-shot prints its own progress; the agent's log (task polls, retries)
+            // only when asked for.
+            if std::env::var_os("RUST_LOG").is_some() {
+                pve_gitops::telemetry::journal::init_logging();
+            }
             pve_gitops::reconcile::apply_command(&dir, &connection, &policy, &apply, &secrets, now)
         }
         Command::Run(args) => {
