@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use pve_gitops::pve::cluster::ResourceType;
 use pve_gitops::pve::{
-    ApiToken, CertFingerprint, CloneOptions, Params, PveClient, PveError, TlsTrust, TransportKind,
+    ApiToken, CertFingerprint, CloneOptions, Params, Probed, PveClient, PveError, TlsTrust,
+    TransportKind,
 };
 use serde_json::{json, Value};
 use support::control::{eventually, text};
@@ -459,5 +460,86 @@ async fn a_task_like_the_last_one_is_polled_once_or_twice() {
             "start of {vmid} took {n} polls (the first took {first})"
         );
         assert_eq!(control.vm(vmid).await.unwrap()["status"], "running");
+    }
+}
+
+/// A create's task is waited for by reading the new VM's config, which the configure
+/// step needs anyway: once the client knows how long such clones take, one read and no
+/// status poll. A task that fails still fails with its exit status.
+#[tokio::test]
+async fn creates_are_waited_for_by_their_config_and_fail_with_their_task() {
+    let pve = fake!();
+    let (client, control) = (pve.client(), &pve.control);
+    control.ceph(json!({ "add_storage": "rbd" })).await;
+    control.create_template(9000, "pve1", "rbd").await;
+    // 50 PVE seconds at time scale 0.01: each clone takes half a second.
+    control.ceph(json!({ "slow": 50 })).await;
+    let unlocked = |vmid: u32| {
+        let client = client.clone();
+        move || {
+            let client = client.clone();
+            async move {
+                match client.get_vm_config("pve1", vmid).await {
+                    Ok(c) if c.lock().is_none() => Probed::Done(c),
+                    Ok(_) => Probed::Busy,
+                    Err(_) => Probed::Unknown,
+                }
+            }
+        }
+    };
+    let clone = |vmid: u32| {
+        let mut o = CloneOptions::new(vmid);
+        o.full = Some(true);
+        o
+    };
+
+    // The first clone of the template: its length is learned by polling.
+    let upid = client.clone_vm("pve1", 9000, &clone(201)).await.unwrap();
+    let made = client
+        .wait_task_probing(&upid, TASK, unlocked(201))
+        .await
+        .unwrap();
+    assert_eq!(made.lock(), None);
+
+    // The next one: the client sleeps that long, then reads the config once.
+    control.reset_counters().await;
+    let upid = client.clone_vm("pve1", 9000, &clone(202)).await.unwrap();
+    let made = client
+        .wait_task_probing(&upid, TASK, unlocked(202))
+        .await
+        .unwrap();
+    assert_eq!(made.lock(), None);
+    let counts = control.counters().await;
+    assert_eq!(counts.path("GET", "/nodes/pve1/qemu/202/config"), 1);
+    assert_eq!(counts.endpoint("GET /nodes/{node}/tasks/{upid}/status"), 0);
+
+    // A task that fails while its result is not there (a probe that only ever sees it
+    // busy, or sees nothing) fails with the task's own words.
+    control
+        .create_vm(json!({"vmid": 204, "start_error": "QEMU exited with code 1"}))
+        .await;
+    for busy in [true, false] {
+        let upid = client.start_vm("pve1", 204).await.unwrap();
+        let probe = || async {
+            if busy {
+                Probed::<()>::Busy
+            } else {
+                Probed::Unknown
+            }
+        };
+        match client
+            .wait_task_probing(&upid, TASK, probe)
+            .await
+            .unwrap_err()
+        {
+            PveError::TaskFailed {
+                upid: u,
+                exitstatus,
+            } => {
+                assert_eq!(u, upid);
+                assert_eq!(exitstatus, "QEMU exited with code 1");
+            }
+            other => panic!("expected TaskFailed, got {other:?}"),
+        }
     }
 }

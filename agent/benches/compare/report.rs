@@ -294,8 +294,9 @@ fn targets(d: &mut String, scenarios: &[Scenario], runs: &[Run]) {
 
 /// What one more VM costs pve-gitops in requests to converge, and how that was measured.
 ///
-/// A converge also makes a few requests however many VMs it makes (the guest and storage
-/// listings, a template's config), which at N = 10 alone add 0.4 per VM. With two sizes
+/// A converge also makes a few requests however many VMs it makes (the guest listings, a
+/// template's config; where tasks take time, the first round's waits, before any task
+/// time is known), which at N = 10 alone add 0.3 per VM or more. With two sizes
 /// or more, the cost per VM is the slope between the smallest and the largest, and the
 /// rest the cost per pass; with one, it is that size's requests over N.
 fn requests_per_vm(runs: &[Run], scenario: &str) -> Option<(f64, String)> {

@@ -104,6 +104,14 @@ fn pace_key(upid: &Upid) -> String {
     }
 }
 
+/// The wait between looks at a task whose type takes `expected`: an eighth of that, or
+/// the policy's first interval while it is not known.
+fn paced_interval(policy: &TaskPollPolicy, expected: Option<Duration>) -> Duration {
+    expected.map_or(policy.first_interval, |e| {
+        (e / 8).clamp(policy.first_interval, policy.max_interval)
+    })
+}
+
 /// What a look at a task's result (instead of its status) tells.
 #[derive(Debug)]
 pub enum Probed<T> {
@@ -202,7 +210,8 @@ impl PveClient {
                 Probed::Busy if !again => {
                     looked = Some(pacing.started.elapsed());
                     let left = (pacing.started + timeout).saturating_duration_since(Instant::now());
-                    tokio::time::sleep(self.paced_interval(&pacing).min(left)).await;
+                    let wait = paced_interval(&self.task_poll(), pacing.expected);
+                    tokio::time::sleep(wait.min(left)).await;
                 }
                 _ => {
                     looked = Some(pacing.started.elapsed());
@@ -222,15 +231,6 @@ impl PveClient {
                 ),
             }),
         }
-    }
-
-    /// The wait between looks at a task of `pacing`'s type: an eighth of how long such
-    /// tasks take, or the policy's first interval while that is not known.
-    fn paced_interval(&self, pacing: &Pacing) -> Duration {
-        let policy = self.task_poll();
-        pacing.expected.map_or(policy.first_interval, |e| {
-            (e / 8).clamp(policy.first_interval, policy.max_interval)
-        })
     }
 
     /// Sleep before the first look at a task for as long as tasks of its type take.
@@ -260,8 +260,7 @@ impl PveClient {
     ) -> Result<TaskOutcome, PveError> {
         let policy = self.task_poll();
         let deadline = pacing.started + timeout;
-        let paced = |e: Duration| (e / 8).clamp(policy.first_interval, policy.max_interval);
-        let mut interval = self.paced_interval(pacing);
+        let mut interval = paced_interval(&policy, pacing.expected);
         let mut learned = pacing.expected.is_some();
         let mut running_at = looked;
         let mut polls = 0u32;
@@ -283,7 +282,7 @@ impl PveClient {
                         let due =
                             (pacing.started + e.min(MAX_FIRST_WAIT)).saturating_duration_since(now);
                         wait = wait.max(due);
-                        interval = paced(e);
+                        interval = paced_interval(&policy, Some(e));
                     }
                 }
                 tokio::time::sleep(wait.min(deadline - now)).await;
