@@ -24,10 +24,15 @@
 //! together, and four hits of one round say no more than one. Only a hit by a wait that
 //! began after the last counted observation counts, and waits that began with no
 //! estimate only seed one.
+//!
+//! Before the first estimate, one wait of a type finds out (the scout, polling on the
+//! backoff) and the others that begin meanwhile wait for it to end ([`TaskPace::scout`]):
+//! the first round of a converge then pays the backoff once, not once per VM.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// How much a hit lowers a settled estimate, and after how many counted hits.
@@ -75,9 +80,68 @@ struct Estimate {
 #[derive(Debug, Default)]
 pub struct TaskPace {
     expected: Mutex<HashMap<String, Estimate>>,
+    /// Task types a wait is finding out the length of, with what wakes the others.
+    scouts: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+/// A wait's part before its type has an estimate.
+#[derive(Debug)]
+pub enum Scouting<'a> {
+    /// This wait finds out; the others are woken when it ends (the guard is dropped).
+    Lead(Scout<'a>),
+    /// Another wait is finding out: wait for it with [`TaskPace::follow`].
+    Follow(Arc<Notify>),
+}
+
+/// Held by the wait that finds out how long tasks of a type take.
+#[derive(Debug)]
+pub struct Scout<'a> {
+    pace: &'a TaskPace,
+    kind: String,
+}
+
+impl Drop for Scout<'_> {
+    fn drop(&mut self) {
+        // Ended (its observation is in) or given up (an error, a deadline): either way the
+        // others stop waiting for it.
+        if let Some(woken) = lock(&self.pace.scouts).remove(&self.kind) {
+            woken.notify_waiters();
+        }
+    }
 }
 
 impl TaskPace {
+    /// Lead or follow the finding out of how long tasks of this type take.
+    pub fn scout(&self, task_type: &str) -> Scouting<'_> {
+        let mut scouts = lock(&self.scouts);
+        match scouts.get(task_type) {
+            Some(woken) => Scouting::Follow(woken.clone()),
+            None => {
+                scouts.insert(task_type.to_string(), Arc::new(Notify::new()));
+                Scouting::Lead(Scout {
+                    pace: self,
+                    kind: task_type.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Wait until the scout of this type ends, `cap` at most; then its estimate, if it
+    /// left one.
+    pub async fn follow(&self, task_type: &str, woken: &Notify, cap: Duration) -> Option<Duration> {
+        let ended = woken.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        // The scout may have ended between `scout` and `enable`.
+        let scouting = lock(&self.scouts)
+            .get(task_type)
+            .is_some_and(|n| std::ptr::eq(Arc::as_ptr(n), woken));
+        if scouting {
+            let _ = tokio::time::timeout(cap, ended).await;
+        }
+        self.expected(task_type)
+    }
+
     /// How long a task of this type is expected to run; `None` before the first one ended.
     pub fn expected(&self, task_type: &str) -> Option<Duration> {
         self.lock().get(task_type).map(|e| e.expected)
@@ -125,9 +189,13 @@ impl TaskPace {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Estimate>> {
-        // The map holds plain numbers: a panic elsewhere leaves it usable.
-        self.expected.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.expected)
     }
+}
+
+/// The maps hold plain values: a panic elsewhere leaves them usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
@@ -234,5 +302,36 @@ mod tests {
         pace.observed("qmconfig", seen(at(0), None, None, 0), at(0));
         hit(&pace, "qmconfig", at(1));
         assert_eq!(pace.expected("qmconfig"), Some(Duration::ZERO));
+    }
+
+    #[tokio::test]
+    async fn one_wait_finds_out_and_the_others_wait_for_it() {
+        let pace = TaskPace::default();
+        let Scouting::Lead(scout) = pace.scout("qmclone:9000") else {
+            panic!("the first wait leads");
+        };
+        let Scouting::Follow(woken) = pace.scout("qmclone:9000") else {
+            panic!("a second wait follows");
+        };
+        assert!(matches!(pace.scout("qmstart"), Scouting::Lead(_)));
+        let at = clock();
+        let cap = Duration::from_secs(60);
+        let began = std::time::Instant::now();
+        let (found, ()) = tokio::join!(pace.follow("qmclone:9000", &woken, cap), async {
+            tokio::task::yield_now().await;
+            pace.observed("qmclone:9000", seen(at(0), None, None, 2150), at(2150));
+            drop(scout);
+        });
+        assert_eq!(found, Some(2150 * MS));
+        assert!(
+            began.elapsed() < cap / 2,
+            "woken by the scout, not by the cap"
+        );
+        // A scout that gives up leaves no estimate, and the next wait leads.
+        let Scouting::Lead(scout) = pace.scout("qmclone:9001") else {
+            panic!("no scout left for this template");
+        };
+        drop(scout);
+        assert!(matches!(pace.scout("qmclone:9001"), Scouting::Lead(_)));
     }
 }

@@ -16,7 +16,7 @@ use super::client::PveClient;
 use super::de;
 use super::error::PveError;
 use super::form::{segment, Params};
-use super::pace::Observation;
+use super::pace::{Observation, Scout, Scouting};
 use super::upid::Upid;
 
 /// How task status is polled.
@@ -71,13 +71,15 @@ impl TaskStatus {
 const MAX_FIRST_WAIT: Duration = Duration::from_secs(15);
 
 /// One wait's place in [`super::pace`]: what it expected, and since when it waits.
-struct Pacing {
+struct Pacing<'a> {
     kind: String,
     expected: Option<Duration>,
     started: Instant,
+    /// Held while this wait finds out how long tasks of its type take.
+    _scout: Option<Scout<'a>>,
 }
 
-impl Pacing {
+impl Pacing<'_> {
     /// The task was seen stopped now; `running_at`: the last look (since the wait began)
     /// that found it still running, if any did.
     fn ended(&self, client: &PveClient, running_at: Option<Duration>) {
@@ -233,18 +235,34 @@ impl PveClient {
         }
     }
 
-    /// Sleep before the first look at a task for as long as tasks of its type take.
-    async fn paced_first_wait(&self, upid: &Upid, timeout: Duration) -> Pacing {
+    /// Sleep before the first look at a task for as long as tasks of its type take. While
+    /// that is not known, the first wait of the type finds out and later ones wait for it
+    /// (`MAX_FIRST_WAIT` at most).
+    async fn paced_first_wait(&self, upid: &Upid, timeout: Duration) -> Pacing<'_> {
         let kind = pace_key(upid);
-        let expected = self.task_pace().expected(&kind);
+        let pace = self.task_pace();
         let started = Instant::now();
+        let mut scout = None;
+        let mut expected = pace.expected(&kind);
+        if expected.is_none() {
+            match pace.scout(&kind) {
+                Scouting::Lead(s) => scout = Some(s),
+                Scouting::Follow(woken) => {
+                    expected = pace
+                        .follow(&kind, &woken, MAX_FIRST_WAIT.min(timeout))
+                        .await;
+                }
+            }
+        }
         if let Some(e) = expected.filter(|e| !e.is_zero()) {
-            tokio::time::sleep(e.min(MAX_FIRST_WAIT).min(timeout)).await;
+            let due = started + e.min(MAX_FIRST_WAIT).min(timeout);
+            tokio::time::sleep_until(due).await;
         }
         Pacing {
             kind,
             expected,
             started,
+            _scout: scout,
         }
     }
 
@@ -254,7 +272,7 @@ impl PveClient {
     async fn poll_task(
         &self,
         upid: &Upid,
-        pacing: &Pacing,
+        pacing: &Pacing<'_>,
         timeout: Duration,
         looked: Option<Duration>,
     ) -> Result<TaskOutcome, PveError> {
