@@ -82,6 +82,10 @@ impl PveClient {
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
+            // reqwest's own retries are for HTTP/2's refused streams, which this HTTP/1
+            // client never sees (retries are `request_with`'s); off, a request is not
+            // cloned (headers, extensions) for a retry that cannot come.
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .build()?;
         Ok(PveClient {
             inner: Arc::new(Inner {
