@@ -310,10 +310,15 @@ pub struct SecretArgs {
 /// How much an apply does at once.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApplyArgs {
-    /// VMs changed at once.
-    #[arg(long, default_value_t = 4)]
-    pub parallelism: usize,
-    /// Clones of one source template at once (default: no limit beyond --parallelism);
+    /// VMs changed at once in the whole cluster (default: no bound beyond --per-node).
+    #[arg(long)]
+    pub parallelism: Option<usize>,
+    /// VMs changed at once on one node; 4, like PVE's own bulk actions (datacenter
+    /// `max_workers`).
+    #[arg(long, default_value_t = crate::apply::DEFAULT_PER_NODE)]
+    pub per_node: usize,
+    /// Clones of one source template at once (default: no limit beyond --per-node and
+    /// --parallelism; the clones run as tasks on the template's node);
     /// 1 for storages whose clones lock their source.
     #[arg(long)]
     pub clones_per_template: Option<usize>,

@@ -247,6 +247,7 @@ pub fn describe_report(r: &Report) -> String {
 fn apply_options(a: &ApplyArgs) -> ApplyOptions {
     ApplyOptions {
         parallelism: a.parallelism,
+        per_node: a.per_node,
         clones_per_template: a.clones_per_template,
         ..ApplyOptions::default()
     }

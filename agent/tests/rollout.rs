@@ -310,3 +310,39 @@ async fn max_parallel_bounds_how_many_members_change_at_once() {
     assert_eq!(report.done.len(), 6);
     assert_eq!(control.counters().await.peak_tasks["qmclone"], 2);
 }
+
+/// Six members over two nodes, every clone slow: with 2 VMs at once per node and no
+/// cluster-wide bound, the two nodes each run two (4 clones at once, not 6 and not 2);
+/// a cluster-wide bound of 3 caps that again.
+#[tokio::test]
+async fn per_node_bounds_vms_at_once_on_each_node_and_parallelism_the_whole_cluster() {
+    for (parallelism, expected_peak) in [(None, 4), (Some(3), 3)] {
+        let pve = fake!(Options {
+            time_scale: 0.01,
+            ..Options::default()
+        });
+        let control = &pve.control;
+        slow_ceph_template(control, 30.0).await;
+        let client = pve.client();
+        control.reset_counters().await;
+        let options = ApplyOptions {
+            parallelism,
+            per_node: 2,
+            ..ApplyOptions::default()
+        };
+        let (_, report) = pass(
+            &client,
+            &repo(&app_set(6, "2G", "")),
+            &Policy::default(),
+            &options,
+        )
+        .await;
+        assert!(report.failed.is_empty(), "{report:?}");
+        assert_eq!(report.done.len(), 6);
+        assert_eq!(
+            control.counters().await.peak_tasks["qmclone"],
+            expected_peak,
+            "parallelism {parallelism:?}, 2 per node"
+        );
+    }
+}

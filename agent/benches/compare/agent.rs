@@ -49,7 +49,7 @@ impl Workdir {
     }
 }
 
-/// `pve-gitops apply --once` with default settings (parallelism 4); panics unless it
+/// `pve-gitops apply --once` with default settings (4 VMs at once per node); panics unless it
 /// converges (exit 0).
 pub fn apply_once(pve: &FakePve, work: &Workdir, log: &Path) -> Measured {
     let mut cmd = Command::new(binary());

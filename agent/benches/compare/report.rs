@@ -134,7 +134,7 @@ fn comparison(
          Each starts from an empty cluster (templates only), then runs again on the \
          unchanged cluster (the re-run).\n\n\
          * **pve-gitops**: `pve-gitops apply --once` over one `VirtualMachineSet` \
-         (`agent/tests/support/scale.rs`), default settings (4 VMs at once).\n\
+         (`agent/tests/support/scale.rs`), default settings (4 VMs at once per node, over 3 nodes).\n\
          * **Ansible**: `tests/bench-compare/playbook.yml`, the playbook a Proxmox user \
          writes: `community.proxmox.proxmox_kvm` (ansible 12.3.0, which bundles \
          community.proxmox 1.4.0; proxmoxer 2.3.0) to clone, configure (`update: true`) \
@@ -245,12 +245,15 @@ fn targets(d: &mut String, scenarios: &[Scenario], runs: &[Run]) {
             let r = p.wall_s / a.wall_s;
             let mut judged = verdict(r <= WALL_RATIO_TARGET).to_string();
             if s.task_secs > 0.0 && r > WALL_RATIO_TARGET {
-                // Where tasks take time, no agent beats them: at its default parallelism
-                // each VM's clone and start run one after the other.
-                let at_once = pve_gitops::apply::ApplyOptions::default().parallelism;
-                let floor = f64::from(WALL_RATIO_AT.div_ceil(at_once as u32)) * 2.0 * s.task_secs;
+                // Where tasks take time, no agent beats them: at its default bound per
+                // node each VM's clone and start run one after the other, and the
+                // busiest node has the most VMs to go.
+                let per_node = pve_gitops::apply::DEFAULT_PER_NODE as u32;
+                let nodes = crate::scenario::NODES.len() as u32;
+                let busiest = WALL_RATIO_AT.div_ceil(nodes);
+                let floor = f64::from(busiest.div_ceil(per_node)) * 2.0 * s.task_secs;
                 judged.push_str(&format!(
-                    ": PVE's task time alone, {WALL_RATIO_AT} clones and starts of {} s at {at_once} VMs at once, is {floor:.0} s, {:.3} × Ansible's",
+                    ": PVE's task time alone, {busiest} clones and starts of {} s on the busiest node at {per_node} VMs at once per node, is {floor:.0} s, {:.3} × Ansible's",
                     s.task_secs,
                     floor / a.wall_s
                 ));

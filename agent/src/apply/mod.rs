@@ -35,12 +35,23 @@ pub struct Templates {
     pub by_name: BTreeMap<String, u32>,
 }
 
+/// VMs changed at once on one node unless configured: PVE's default `max_workers`
+/// (datacenter.cfg), the number of tasks its own bulk actions run at once on a node.
+pub const DEFAULT_PER_NODE: usize = 4;
+
 /// How much runs at once, and the secrets creates set.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
-    /// VMs changed at once.
-    pub parallelism: usize,
-    /// Clones of one source template at once (`None`: only `parallelism` bounds them).
+    /// VMs changed at once in the whole cluster (`None`: no bound beyond `per_node`).
+    pub parallelism: Option<usize>,
+    /// VMs changed at once on one node (the VM's). PVE's own bulk actions (start all,
+    /// migrate all) run `max_workers` tasks at once per node, 4 unless the datacenter
+    /// sets another number ([`DEFAULT_PER_NODE`]); bounding per node rather than per
+    /// cluster lets a cluster of more nodes converge faster. A clone's task runs on its
+    /// template's node: `clones_per_template` bounds those.
+    pub per_node: usize,
+    /// Clones of one source template at once (`None`: only `per_node` and `parallelism`
+    /// bound them; the clone tasks all run on the template's node).
     /// Storages whose clones hold a lock on the source need 1.
     pub clones_per_template: Option<usize>,
     /// How long one PVE task (clone, start...) may run before its VM is reported failed.
@@ -69,7 +80,8 @@ pub struct ApplyOptions {
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
-            parallelism: 4,
+            parallelism: None,
+            per_node: DEFAULT_PER_NODE,
             clones_per_template: None,
             task_timeout: Duration::from_secs(600),
             secrets: Arc::default(),
@@ -83,9 +95,11 @@ impl Default for ApplyOptions {
 }
 
 impl ApplyOptions {
+    /// At most `parallelism` VMs at once in the whole cluster (and still
+    /// [`DEFAULT_PER_NODE`] on one node).
     pub fn parallel(parallelism: usize) -> Self {
         ApplyOptions {
-            parallelism,
+            parallelism: Some(parallelism),
             ..Self::default()
         }
     }
@@ -145,7 +159,9 @@ pub(crate) struct Context {
     shared_storage: tokio::sync::OnceCell<Arc<BTreeMap<String, bool>>>,
     /// Template vmid → the storages its disks are on.
     template_storages: tokio::sync::Mutex<BTreeMap<u32, Vec<String>>>,
-    global: Arc<Semaphore>,
+    global: Option<Arc<Semaphore>>,
+    per_node: usize,
+    nodes: Mutex<BTreeMap<String, Arc<Semaphore>>>,
     sets: Mutex<BTreeMap<String, Arc<Semaphore>>>,
     templates: Mutex<BTreeMap<u32, Arc<Semaphore>>>,
     clones_per_template: Option<usize>,
@@ -160,7 +176,11 @@ impl Context {
             gate: options.gate.clone(),
             shared_storage: tokio::sync::OnceCell::new_with(options.storages_shared.clone()),
             template_storages: tokio::sync::Mutex::default(),
-            global: Arc::new(Semaphore::new(options.parallelism.max(1))),
+            global: options
+                .parallelism
+                .map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            per_node: options.per_node,
+            nodes: Mutex::default(),
             sets: Mutex::default(),
             templates: Mutex::default(),
             clones_per_template: options.clones_per_template,
@@ -189,21 +209,20 @@ impl Context {
             .clone()
     }
 
-    /// The permits one VM holds while its actions run: its set's first (so a VM waiting
-    /// for its set does not hold a global slot), then a global one.
-    async fn vm_permits(&self, rollout: Option<&Rollout>) -> Vec<OwnedSemaphorePermit> {
+    /// The permits one VM holds while its actions run on `node`: its set's first, then
+    /// its node's, then a cluster-wide one (so a VM waiting for a narrower bound does not
+    /// hold a wider slot that VMs elsewhere could use).
+    async fn vm_permits(&self, rollout: Option<&Rollout>, node: &str) -> Vec<OwnedSemaphorePermit> {
         let mut permits = Vec::new();
         if let Some((set, n)) = rollout.and_then(|r| r.set_limit.as_ref()) {
             let s = Self::keyed(&self.sets, set, *n as usize);
             permits.push(s.acquire_owned().await.expect("semaphore open"));
         }
-        let g = self
-            .global
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore open");
-        permits.push(g);
+        let n = Self::keyed(&self.nodes, &node.to_string(), self.per_node);
+        permits.push(n.acquire_owned().await.expect("semaphore open"));
+        if let Some(g) = &self.global {
+            permits.push(g.clone().acquire_owned().await.expect("semaphore open"));
+        }
         permits
     }
 
@@ -361,7 +380,8 @@ async fn run_vm(
     templates: &Templates,
     cx: &Context,
 ) -> (Vec<String>, Option<String>) {
-    let _permits = cx.vm_permits(rollout).await;
+    let node = actions.first().map_or("", Action::node);
+    let _permits = cx.vm_permits(rollout, node).await;
     let mut done = Vec::new();
     for (i, a) in actions.iter().enumerate() {
         let span = tracing::info_span!("action", action = action_kind(a));

@@ -170,9 +170,12 @@ pub enum RebootConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ApplyConfig {
-    /// VMs changed at once (`--parallelism`).
+    /// VMs changed at once in the whole cluster (`--parallelism`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallelism: Option<usize>,
+    /// VMs changed at once on one node (`--per-node`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_node: Option<usize>,
     /// Clones of one template at once (`--clones-per-template`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clones_per_template: Option<usize>,
@@ -291,16 +294,15 @@ impl AgentConfig {
                 return Err((name, format!("{name} must be longer than 0s")));
             }
         }
-        if self
-            .apply
-            .as_ref()
-            .and_then(|a| a.parallelism)
-            .is_some_and(|p| p == 0)
-        {
-            return Err((
-                "apply.parallelism",
-                "apply.parallelism must be at least 1".into(),
-            ));
+        if let Some(a) = &self.apply {
+            for (name, n) in [
+                ("apply.parallelism", a.parallelism),
+                ("apply.perNode", a.per_node),
+            ] {
+                if n == Some(0) {
+                    return Err((name, format!("{name} must be at least 1")));
+                }
+            }
         }
         Ok(())
     }
@@ -392,7 +394,7 @@ identities: [/etc/pve/priv/pve-gitops/age.key]
 interval: 30s
 resync: 10m
 policy: { prune: true, reboot: allowed, drift: heal }
-apply: { parallelism: 2, clonesPerTemplate: 1 }
+apply: { parallelism: 8, perNode: 2, clonesPerTemplate: 1 }
 pmxcfsRoot: /etc/pve
 metricsListen: 0.0.0.0:9596
 webhook: { listen: '0.0.0.0:9595', secretFile: /etc/pve/priv/pve-gitops/webhook.secret }

@@ -80,6 +80,24 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The node the action's tasks run on: where the VM is, or for a migration the node
+    /// it leaves (PVE runs the migration task there).
+    pub fn node(&self) -> &str {
+        match self {
+            Action::Create { node, .. }
+            | Action::Configure { node, .. }
+            | Action::Resize { node, .. }
+            | Action::Start { node, .. }
+            | Action::Stop { node, .. }
+            | Action::Reboot { node, .. }
+            | Action::Delete { node, .. }
+            | Action::Retire { node, .. } => node,
+            Action::Migrate { from, .. } => from,
+        }
+    }
+}
+
 /// Something the plan reports instead of doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finding {

@@ -39,7 +39,10 @@ pub const CONVERGE_CONSTANT: u64 = 3;
 /// at most 2 calls".
 pub const IDLE_CALLS_MAX: u64 = 2;
 
-/// The manifests: `n` members over pve1..pve3, each a full clone of [`TEMPLATE`] with 2
+/// The nodes the members are spread over, one after the other.
+pub const NODES: [&str; 3] = ["pve1", "pve2", "pve3"];
+
+/// The manifests: `n` members over [`NODES`], each a full clone of [`TEMPLATE`] with 2
 /// cores, 2 GiB, a static IPv4 by cloud-init (10.20.0.10 + i) and running.
 pub fn manifests(n: u32) -> String {
     format!(
@@ -54,7 +57,7 @@ metadata: {{ name: node }}
 spec:
   replicas: {n}
   vmidStart: {VMID_START}
-  nodes: [pve1, pve2, pve3]
+  nodes: [{}]
   template:
     clone: {{ template: {TEMPLATE} }}
     cpu: {{ cores: 2 }}
@@ -64,7 +67,8 @@ spec:
     cloudInit:
       user: ops
       ipConfig: [ {{ ipv4: {{ cidr: 10.20.0.0/16, offset: 10 }}, gateway: 10.20.0.1 }} ]
-"
+",
+        NODES.join(", ")
     )
 }
 
