@@ -16,9 +16,13 @@
 //!   far apart by then, so this can be half as long again as the task);
 //! * a miss raises it to when the task was seen stopped (an upper bound of its length),
 //!   by a quarter at most per miss, so one slow task does not slow every later wait;
-//! * a hit lowers it, since the cluster may have become faster or the estimate may be
-//!   long: by a tenth each time until the first miss (the first estimate is coarse),
-//!   then by 3 % every fourth hit, so that it stays just above the tasks' length.
+//! * it is lowered only by a trial: one wait at a time sleeps a shorter time (a tenth
+//!   shorter until the first miss, when the first estimate may be far too long; 3 %
+//!   after), and only if that wait finds its task ended is the shorter time taken. A
+//!   trial that misses costs that one wait one request, where lowering the estimate for
+//!   everyone would cost every wait running meanwhile one; and the next trial then
+//!   waits twice as many hits, so an estimate already just above the tasks' length is
+//!   seldom tried lower.
 //!
 //! Waits that run at the same time see the same cluster: a converge starts its clones
 //! together, and four hits of one round say no more than one. Only a hit by a wait that
@@ -35,10 +39,13 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// How much a hit lowers a settled estimate, and after how many counted hits.
+/// How much shorter a trial is than a settled estimate, and how many counted hits come
+/// before the first trial after a change (doubling after each failed trial, up to
+/// [`MAX_HITS_PER_TRIAL`]).
 const SETTLED_SHRINK: f64 = 0.97;
-const HITS_PER_SHRINK: u32 = 4;
-/// How much a hit lowers the estimate before the first miss.
+const HITS_PER_TRIAL: u32 = 4;
+const MAX_HITS_PER_TRIAL: u32 = 64;
+/// How much shorter a trial is before the first miss (each counted hit starts one).
 const UNSETTLED_SHRINK: f64 = 0.9;
 /// The most one miss raises the estimate by.
 const MAX_GROWTH: f64 = 1.25;
@@ -67,13 +74,53 @@ impl Observation {
 #[derive(Debug, Clone, Copy)]
 struct Estimate {
     expected: Duration,
-    /// A paced look has missed at least once: the estimate is near the tasks' length.
+    /// A look has missed at least once: the estimate is near the tasks' length.
     settled: bool,
-    /// Counted hits since the last change.
+    /// Counted hits since the last change or trial.
     hits: u32,
+    /// Counted hits before the next trial.
+    hits_per_trial: u32,
     /// When the last counted observation was made: hits of waits that began before it
     /// saw the same round of tasks.
     counted_at: Instant,
+    trial: Option<Trial>,
+}
+
+/// A shorter wait offered to one wait, taken as the estimate if that wait hits.
+#[derive(Debug, Clone, Copy)]
+struct Trial {
+    wait: Duration,
+    /// When a wait took it (`None`: offered, not yet taken).
+    taken_at: Option<Instant>,
+}
+
+impl Estimate {
+    fn new(expected: Duration, now: Instant) -> Self {
+        Estimate {
+            expected,
+            settled: false,
+            hits: 0,
+            hits_per_trial: 1,
+            counted_at: now,
+            trial: None,
+        }
+    }
+
+    /// The trial missed (or its wait never told): keep the estimate, try less often.
+    fn trial_failed(&mut self) {
+        self.trial = None;
+        self.settled = true;
+        self.hits = 0;
+        self.hits_per_trial = (self.hits_per_trial.max(HITS_PER_TRIAL) * 2).min(MAX_HITS_PER_TRIAL);
+    }
+
+    /// A trial taken this long ago whose wait has not told is given up: the wait failed
+    /// or was cancelled, and no later trial may start while it is open.
+    fn trial_lost(&self, now: Instant) -> bool {
+        self.trial.and_then(|t| t.taken_at).is_some_and(|at| {
+            now.saturating_duration_since(at) > self.expected * 4 + Duration::from_secs(1)
+        })
+    }
 }
 
 /// Learned task durations, shared by every wait of one client.
@@ -147,44 +194,76 @@ impl TaskPace {
         self.lock().get(task_type).map(|e| e.expected)
     }
 
+    /// How long a wait beginning `now` sleeps before its first look: the estimate, or the
+    /// open trial's shorter time for the one wait that takes it.
+    pub fn first_wait(&self, task_type: &str, now: Instant) -> Option<Duration> {
+        let mut map = self.lock();
+        let e = map.get_mut(task_type)?;
+        if e.trial_lost(now) {
+            e.trial_failed();
+        }
+        match &mut e.trial {
+            Some(t) if t.taken_at.is_none() => {
+                t.taken_at = Some(now);
+                Some(t.wait)
+            }
+            _ => Some(e.expected),
+        }
+    }
+
     /// A wait for a task of this type ended `now`.
     pub fn observed(&self, task_type: &str, seen: Observation, now: Instant) {
         let mut map = self.lock();
         let Some(e) = map.get_mut(task_type) else {
-            map.insert(
-                task_type.to_string(),
-                Estimate {
-                    expected: seen.stopped_at,
-                    settled: false,
-                    hits: 0,
-                    counted_at: now,
-                },
-            );
+            map.insert(task_type.to_string(), Estimate::new(seen.stopped_at, now));
             return;
         };
         let Some(used) = seen.expected else {
             // Began before any estimate: one of the round that seeded it.
             return;
         };
+        let trial = e.trial.filter(|t| t.taken_at.is_some() && t.wait == used);
+        if let Some(t) = trial {
+            if seen.hit() {
+                e.expected = t.wait;
+                e.trial = None;
+                e.hits = 0;
+                e.hits_per_trial = if e.settled { HITS_PER_TRIAL } else { 1 };
+            } else {
+                e.trial_failed();
+            }
+            e.counted_at = now;
+            return;
+        }
         if seen.hit() {
             if seen.started < e.counted_at {
                 return;
             }
             e.counted_at = now;
             e.hits += 1;
-            if !e.settled {
-                e.expected = e.expected.mul_f64(UNSETTLED_SHRINK);
-                e.hits = 0;
-            } else if e.hits >= HITS_PER_SHRINK {
-                e.expected = e.expected.mul_f64(SETTLED_SHRINK);
+            if e.hits >= e.hits_per_trial && e.trial.is_none() && !e.expected.is_zero() {
+                let shrink = if e.settled {
+                    SETTLED_SHRINK
+                } else {
+                    UNSETTLED_SHRINK
+                };
+                e.trial = Some(Trial {
+                    wait: e.expected.mul_f64(shrink),
+                    taken_at: None,
+                });
                 e.hits = 0;
             }
         } else {
+            // Tasks take longer than the estimate: no trial goes lower now.
             let bound = seen.stopped_at.min(used.mul_f64(MAX_GROWTH));
             e.expected = e.expected.max(bound);
             e.settled = true;
             e.hits = 0;
+            e.hits_per_trial = e.hits_per_trial.max(HITS_PER_TRIAL);
             e.counted_at = now;
+            if e.trial.is_some_and(|t| t.taken_at.is_none()) {
+                e.trial = None;
+            }
         }
     }
 
@@ -245,26 +324,70 @@ mod tests {
         assert_eq!(pace.expected("qmclone"), Some(2150 * MS));
     }
 
+    /// What the next wait beginning at `at` sleeps.
+    fn take(pace: &TaskPace, kind: &str, at: Instant) -> u128 {
+        pace.first_wait(kind, at).unwrap().as_millis()
+    }
+
     #[test]
-    fn hits_lower_it_fast_until_a_miss_then_slowly() {
+    fn one_wait_tries_a_shorter_time_which_is_kept_only_if_it_hits() {
         let at = clock();
         let pace = TaskPace::default();
         pace.observed("qmstart", seen(at(0), None, None, 3000), at(3000));
+        assert_eq!(
+            take(&pace, "qmstart", at(3001)),
+            3000,
+            "no trial before a hit"
+        );
         hit(&pace, "qmstart", at(3001));
-        assert_eq!(pace.expected("qmstart"), Some(2700 * MS));
-        // A miss at 2430 ms: the task was seen stopped at 2700 ms.
+        assert_eq!(
+            pace.expected("qmstart"),
+            Some(3000 * MS),
+            "a hit alone lowers nothing"
+        );
+        // The next wait tries a tenth less; the others meanwhile wait the estimate.
+        assert_eq!(take(&pace, "qmstart", at(7000)), 2700);
+        assert_eq!(take(&pace, "qmstart", at(7001)), 3000);
+        pace.observed("qmstart", seen(at(7000), Some(2700), None, 2700), at(9700));
+        assert_eq!(pace.expected("qmstart"), Some(2700 * MS), "the trial hit");
+        // The next trial (2430 ms) misses: the estimate stays, later ones are 3 % steps.
+        hit(&pace, "qmstart", at(10_000));
+        assert_eq!(take(&pace, "qmstart", at(13_000)), 2430);
         pace.observed(
             "qmstart",
-            seen(at(6000), Some(2430), Some(2430), 2700),
-            at(8700),
+            seen(at(13_000), Some(2430), Some(2430), 2700),
+            at(15_700),
         );
         assert_eq!(pace.expected("qmstart"), Some(2700 * MS));
-        for round in 1..HITS_PER_SHRINK {
-            hit(&pace, "qmstart", at(10_000 * u64::from(round)));
-            assert_eq!(pace.expected("qmstart"), Some(2700 * MS));
+        // After a failed trial the next one waits twice the hits.
+        for round in 1..2 * HITS_PER_TRIAL {
+            hit(&pace, "qmstart", at(20_000 * u64::from(round)));
+            assert_eq!(
+                take(&pace, "qmstart", at(20_000 * u64::from(round) + 5000)),
+                2700
+            );
         }
-        hit(&pace, "qmstart", at(50_000));
-        assert_eq!(pace.expected("qmstart"), Some(2619 * MS));
+        hit(&pace, "qmstart", at(200_000));
+        assert_eq!(take(&pace, "qmstart", at(205_000)), 2619);
+    }
+
+    #[test]
+    fn a_trial_whose_wait_never_tells_is_given_up() {
+        let at = clock();
+        let pace = TaskPace::default();
+        pace.observed("qmstart", seen(at(0), None, None, 2000), at(2000));
+        hit(&pace, "qmstart", at(2001));
+        assert_eq!(take(&pace, "qmstart", at(5000)), 1800);
+        // Its wait failed and never reports: no trial is open for anyone else...
+        assert_eq!(take(&pace, "qmstart", at(6000)), 2000);
+        // ...until it is given up, as a failed one.
+        assert_eq!(take(&pace, "qmstart", at(5000 + 4 * 2000 + 1001)), 2000);
+        for round in 1..2 * HITS_PER_TRIAL {
+            hit(&pace, "qmstart", at(20_000 * u64::from(round)));
+        }
+        assert_eq!(take(&pace, "qmstart", at(190_000)), 2000);
+        hit(&pace, "qmstart", at(200_000));
+        assert_eq!(take(&pace, "qmstart", at(205_000)), 1940);
     }
 
     #[test]
@@ -279,7 +402,10 @@ mod tests {
                 at(4001 + i),
             );
         }
-        assert_eq!(pace.expected("qmstart"), Some(1800 * MS));
+        assert_eq!(pace.expected("qmstart"), Some(2000 * MS));
+        // One counted hit: one trial, for one wait.
+        assert_eq!(take(&pace, "qmstart", at(4100)), 1800);
+        assert_eq!(take(&pace, "qmstart", at(4101)), 2000);
     }
 
     #[test]

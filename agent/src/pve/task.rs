@@ -243,7 +243,7 @@ impl PveClient {
         let pace = self.task_pace();
         let started = Instant::now();
         let mut scout = None;
-        let mut expected = pace.expected(&kind);
+        let mut expected = pace.first_wait(&kind, started);
         if expected.is_none() {
             match pace.scout(&kind) {
                 Scouting::Lead(s) => scout = Some(s),
