@@ -41,6 +41,16 @@ spec:
     )
 }
 
+/// A fake whose simulated second is 10 ms.
+macro_rules! fast_clock_fake {
+    () => {
+        fake!(Options {
+            time_scale: 0.01,
+            ..Options::default()
+        })
+    };
+}
+
 /// Template 9000 on an RBD storage whose clones, creates and starts each take `secs`
 /// PVE seconds longer, so tasks take real time.
 async fn slow_ceph_template(control: &Control, secs: f64) {
@@ -138,10 +148,7 @@ async fn injected_errors_end_in_convergence_without_duplicates() {
 
 #[tokio::test]
 async fn slow_tasks_are_waited_for_on_later_passes() {
-    let pve = fake!(Options {
-        time_scale: 0.01,
-        ..Options::default()
-    });
+    let pve = fast_clock_fake!();
     let control = &pve.control;
     // Each RBD-backed clone takes 100 PVE seconds (1 s here); the agent waits 0.2 s.
     slow_ceph_template(control, 100.0).await;
@@ -294,54 +301,41 @@ async fn health_gates_hold_dependents_and_a_failed_gate_skips_only_them() {
     assert!(report.skipped.contains_key("app3-1"));
 }
 
-#[tokio::test]
-async fn max_parallel_bounds_how_many_members_change_at_once() {
-    let pve = fake!(Options {
-        time_scale: 0.01,
-        ..Options::default()
-    });
+/// Converge six members over two nodes (the set's spec lines `extra`) on an empty `pve`,
+/// every clone slow, with `options`; the most clones that ran at once.
+async fn peak_clones(pve: &FakePve, extra: &str, options: &ApplyOptions) -> u64 {
     let control = &pve.control;
     slow_ceph_template(control, 30.0).await;
     let client = pve.client();
     control.reset_counters().await;
-    let m = repo(&app_set(6, "2G", "  maxParallel: 2\n"));
-    let (_, report) = pass(&client, &m, &Policy::default(), &ApplyOptions::parallel(6)).await;
+    let m = repo(&app_set(6, "2G", extra));
+    let (_, report) = pass(&client, &m, &Policy::default(), options).await;
     assert!(report.failed.is_empty(), "{report:?}");
     assert_eq!(report.done.len(), 6);
-    assert_eq!(control.counters().await.peak_tasks["qmclone"], 2);
+    control.counters().await.peak_tasks["qmclone"]
 }
 
-/// Six members over two nodes, every clone slow: with 2 VMs at once per node and no
-/// cluster-wide bound, the two nodes each run two (4 clones at once, not 6 and not 2);
-/// a cluster-wide bound of 3 caps that again.
+#[tokio::test]
+async fn max_parallel_bounds_how_many_members_change_at_once() {
+    let pve = fast_clock_fake!();
+    let peak = peak_clones(&pve, "  maxParallel: 2\n", &ApplyOptions::parallel(6)).await;
+    assert_eq!(peak, 2);
+}
+
+/// With 2 VMs at once per node and no cluster-wide bound, the two nodes each run two
+/// (4 clones at once, not 6 and not 2); a cluster-wide bound of 3 caps that again.
 #[tokio::test]
 async fn per_node_bounds_vms_at_once_on_each_node_and_parallelism_the_whole_cluster() {
     for (parallelism, expected_peak) in [(None, 4), (Some(3), 3)] {
-        let pve = fake!(Options {
-            time_scale: 0.01,
-            ..Options::default()
-        });
-        let control = &pve.control;
-        slow_ceph_template(control, 30.0).await;
-        let client = pve.client();
-        control.reset_counters().await;
         let options = ApplyOptions {
             parallelism,
             per_node: 2,
             ..ApplyOptions::default()
         };
-        let (_, report) = pass(
-            &client,
-            &repo(&app_set(6, "2G", "")),
-            &Policy::default(),
-            &options,
-        )
-        .await;
-        assert!(report.failed.is_empty(), "{report:?}");
-        assert_eq!(report.done.len(), 6);
+        let pve = fast_clock_fake!();
+        let peak = peak_clones(&pve, "", &options).await;
         assert_eq!(
-            control.counters().await.peak_tasks["qmclone"],
-            expected_peak,
+            peak, expected_peak,
             "parallelism {parallelism:?}, 2 per node"
         );
     }
