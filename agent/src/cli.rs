@@ -313,10 +313,10 @@ pub struct ApplyArgs {
     /// VMs changed at once in the whole cluster (default: no bound beyond --per-node).
     #[arg(long)]
     pub parallelism: Option<usize>,
-    /// VMs changed at once on one node; 4, like PVE's own bulk actions (datacenter
-    /// `max_workers`).
-    #[arg(long, default_value_t = crate::apply::DEFAULT_PER_NODE)]
-    pub per_node: usize,
+    /// VMs changed at once on one node (default: the datacenter's `max_workers`, as PVE's
+    /// own bulk actions use it; 4 when it is not set).
+    #[arg(long)]
+    pub per_node: Option<usize>,
     /// Clones of one source template at once (default: no limit beyond --per-node and
     /// --parallelism; the clones run as tasks on the template's node);
     /// 1 for storages whose clones lock their source.

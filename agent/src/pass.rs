@@ -82,6 +82,10 @@ pub async fn execute(client: &PveClient, prepared: &Prepared, options: &ApplyOpt
     let plan = &prepared.plan;
     let options = &ApplyOptions {
         storages_shared: prepared.storages_shared.clone(),
+        per_node: match options.per_node {
+            None if !plan.is_empty() => Some(datacenter_max_workers(client).await),
+            given => given,
+        },
         ..options.clone()
     };
     let mut report = cluster::before_vms(client, &prepared.cluster, plan, options).await;
@@ -111,6 +115,20 @@ pub async fn execute(client: &PveClient, prepared: &Prepared, options: &ApplyOpt
     )
     .await;
     report
+}
+
+/// VMs at once per node as the datacenter's `max_workers` says, or PVE's default where
+/// it says nothing or cannot be read (a token without `Sys.Audit` on `/`): bounding the
+/// apply is no reason to fail it.
+async fn datacenter_max_workers(client: &PveClient) -> usize {
+    match client.max_workers().await {
+        Ok(Some(n)) => usize::try_from(n).unwrap_or(usize::MAX).max(1),
+        Ok(None) => crate::apply::DEFAULT_PER_NODE,
+        Err(e) => {
+            tracing::warn!(error = %e, default = crate::apply::DEFAULT_PER_NODE, "cannot read the datacenter's max_workers; changing that many VMs at once per node");
+            crate::apply::DEFAULT_PER_NODE
+        }
+    }
 }
 
 /// A follower's share of a pass: write this node's snippet files (local file writes, no

@@ -322,6 +322,31 @@ async fn max_parallel_bounds_how_many_members_change_at_once() {
     assert_eq!(peak, 2);
 }
 
+/// Unless the agent is told, it changes as many VMs at once per node as the datacenter's
+/// `max_workers` lets PVE's own bulk actions run: 1 here, so 2 over two nodes.
+#[tokio::test]
+async fn the_datacenter_max_workers_bounds_vms_at_once_per_node() {
+    let pve = fast_clock_fake!();
+    pve.control.datacenter(json!({ "max_workers": 1 })).await;
+    let client = pve.client();
+    assert_eq!(client.max_workers().await.unwrap(), Some(1));
+    slow_ceph_template(&pve.control, 30.0).await;
+    let desired = pve_gitops_schema::load(&repo(&app_set(6, "2G", ""))).unwrap();
+    let prepared = pve_gitops::pass::prepare(&client, &desired, &Policy::default())
+        .await
+        .unwrap();
+    pve.control.reset_counters().await;
+    let report = pve_gitops::pass::execute(&client, &prepared, &ApplyOptions::default()).await;
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(report.done.len(), 6);
+    let counters = pve.control.counters().await;
+    assert_eq!(counters.peak_tasks["qmclone"], 2);
+    assert_eq!(
+        counters.by_endpoint["GET /cluster/options"], 1,
+        "read once per apply"
+    );
+}
+
 /// With 2 VMs at once per node and no cluster-wide bound, the two nodes each run two
 /// (4 clones at once, not 6 and not 2); a cluster-wide bound of 3 caps that again.
 #[tokio::test]
@@ -329,7 +354,7 @@ async fn per_node_bounds_vms_at_once_on_each_node_and_parallelism_the_whole_clus
     for (parallelism, expected_peak) in [(None, 4), (Some(3), 3)] {
         let options = ApplyOptions {
             parallelism,
-            per_node: 2,
+            per_node: Some(2),
             ..ApplyOptions::default()
         };
         let pve = fast_clock_fake!();

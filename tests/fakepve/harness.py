@@ -71,6 +71,8 @@ class CountingPve(writelog.WriteLogMixin, HangMixin, SdnApi, images.ImagesMixin,
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # datacenter.cfg's settings (GET/PUT /cluster/options), e.g. max_workers.
+        self.datacenter_cfg = {}
         self.reset_counters()
 
     def reset_counters(self):
@@ -116,7 +118,26 @@ class CountingPve(writelog.WriteLogMixin, HangMixin, SdnApi, images.ImagesMixin,
     # qemu-server's resize_vm does: one disk grows (never shrinks), in a task (PVE 8+).
     def _routes_harness(self):
         return [('PUT', '/nodes/{node}/qemu/{vmid}/resize', self._harness_qm_resize),
-                ('POST', '/nodes/{node}/qemu/{vmid}/migrate', self._harness_qm_migrate)]
+                ('POST', '/nodes/{node}/qemu/{vmid}/migrate', self._harness_qm_migrate),
+                ('GET', '/cluster/options', self._harness_dc_options),
+                ('PUT', '/cluster/options', self._harness_dc_set_options)]
+
+    # ------------------------------------------------------------ datacenter options
+
+    # fakepve 0.5 answers /cluster/options from the schema only; this keeps datacenter.cfg
+    # as pve-manager's API2/Cluster.pm does: GET gives the keys that are set, PUT sets the
+    # given ones and removes those in `delete`.
+    async def _harness_dc_options(self, v, user):
+        return dict(self.datacenter_cfg)
+
+    async def _harness_dc_set_options(self, v, user):
+        self.need_quorum()
+        for key in re.split(r'[\s,;]+', str(v.get('delete') or '')):
+            self.datacenter_cfg.pop(key, None)
+        for key, value in v.items():
+            if key not in ('delete', 'digest'):
+                self.datacenter_cfg[key] = value
+        return None
 
     # ------------------------------------------------------------ local storage and nodes
 
@@ -413,6 +434,12 @@ def control_app(pve):
             pve.storages[sid]['total'] = int(total)
             pve.storages[sid].pop('avail', None)
         return web.json_response({'nodes': pve.node_capacity})
+
+    @routes.post('/datacenter')
+    async def datacenter(request):
+        # {"max_workers": 1}: datacenter.cfg as an administrator edited it.
+        pve.datacenter_cfg.update(await body_of(request))
+        return web.json_response(pve.datacenter_cfg)
 
     @routes.post('/time_scale')
     async def time_scale(request):

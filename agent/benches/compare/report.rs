@@ -134,7 +134,7 @@ fn comparison(
          Each starts from an empty cluster (templates only), then runs again on the \
          unchanged cluster (the re-run).\n\n\
          * **pve-gitops**: `pve-gitops apply --once` over one `VirtualMachineSet` \
-         (`agent/tests/support/scale.rs`), default settings (4 VMs at once per node, over 3 nodes).\n\
+         (`agent/tests/support/scale.rs`), default settings (as many VMs at once per node as the datacenter's `max_workers`, not set here: 4; 3 nodes).\n\
          * **Ansible**: `tests/bench-compare/playbook.yml`, the playbook a Proxmox user \
          writes: `community.proxmox.proxmox_kvm` (ansible 12.3.0, which bundles \
          community.proxmox 1.4.0; proxmoxer 2.3.0) to clone, configure (`update: true`) \

@@ -35,8 +35,8 @@ pub struct Templates {
     pub by_name: BTreeMap<String, u32>,
 }
 
-/// VMs changed at once on one node unless configured: PVE's default `max_workers`
-/// (datacenter.cfg), the number of tasks its own bulk actions run at once on a node.
+/// VMs changed at once on one node when neither the agent's settings nor the datacenter's
+/// `max_workers` (datacenter.cfg) say: PVE's own default for its bulk actions.
 pub const DEFAULT_PER_NODE: usize = 4;
 
 /// How much runs at once, and the secrets creates set.
@@ -46,10 +46,11 @@ pub struct ApplyOptions {
     pub parallelism: Option<usize>,
     /// VMs changed at once on one node (the VM's). PVE's own bulk actions (start all,
     /// migrate all) run `max_workers` tasks at once per node, 4 unless the datacenter
-    /// sets another number ([`DEFAULT_PER_NODE`]); bounding per node rather than per
-    /// cluster lets a cluster of more nodes converge faster. A clone's task runs on its
-    /// template's node: `clones_per_template` bounds those.
-    pub per_node: usize,
+    /// sets another number; bounding per node rather than per cluster lets a cluster of
+    /// more nodes converge faster. A clone's task runs on its template's node:
+    /// `clones_per_template` bounds those. `None`: the datacenter's `max_workers`, which
+    /// [`crate::pass::execute`] reads; [`DEFAULT_PER_NODE`] where nothing read it.
+    pub per_node: Option<usize>,
     /// Clones of one source template at once (`None`: only `per_node` and `parallelism`
     /// bound them; the clone tasks all run on the template's node).
     /// Storages whose clones hold a lock on the source need 1.
@@ -81,7 +82,7 @@ impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
             parallelism: None,
-            per_node: DEFAULT_PER_NODE,
+            per_node: None,
             clones_per_template: None,
             task_timeout: Duration::from_secs(600),
             secrets: Arc::default(),
@@ -179,7 +180,7 @@ impl Context {
             global: options
                 .parallelism
                 .map(|n| Arc::new(Semaphore::new(n.max(1)))),
-            per_node: options.per_node,
+            per_node: options.per_node.unwrap_or(DEFAULT_PER_NODE),
             nodes: Mutex::default(),
             sets: Mutex::default(),
             templates: Mutex::default(),

@@ -118,7 +118,11 @@ pub fn overlay(config: &AgentConfig, mut args: RunArgs, explicit: &BTreeSet<Stri
             free("parallelism"),
             a.parallelism.map(Some),
         );
-        set(&mut args.apply.per_node, free("per_node"), a.per_node);
+        set(
+            &mut args.apply.per_node,
+            free("per_node"),
+            a.per_node.map(Some),
+        );
         set(
             &mut args.apply.clones_per_template,
             free("clones_per_template"),
@@ -195,7 +199,7 @@ webhook: { listen: '127.0.0.1:9595', secretFile: /hook.secret }
         assert!(a.policy.prune);
         assert_eq!(a.policy.drift, Some(Drift::Heal));
         assert_eq!(a.apply.parallelism, Some(7));
-        assert_eq!(a.apply.per_node, 2);
+        assert_eq!(a.apply.per_node, Some(2));
         assert_eq!(
             a.metrics_listen,
             crate::telemetry::metrics::Listen(Some("0.0.0.0:9100".parse().unwrap()))
@@ -261,7 +265,11 @@ webhook: { listen: '127.0.0.1:9595', secretFile: /hook.secret }
         assert_eq!(a.git.path, "clusters/a");
         assert_eq!(a.interval, std::time::Duration::from_secs(15));
         assert_eq!(a.apply.parallelism, Some(4));
-        assert_eq!(a.apply.per_node, 2, "the file fills what the flags leave");
+        assert_eq!(
+            a.apply.per_node,
+            Some(2),
+            "the file fills what the flags leave"
+        );
         // The command line's deploy key replaces the file's token, its CA the pin.
         assert_eq!(a.git.deploy_key.as_deref(), Some(Path::new("/k")));
         assert_eq!(a.git.git_token_file, None);

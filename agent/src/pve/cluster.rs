@@ -204,6 +204,18 @@ impl PveClient {
         Ok(())
     }
 
+    /// The datacenter's `max_workers` (datacenter.cfg): how many tasks PVE's own bulk
+    /// actions run at once on a node; `None` when not set (PVE then uses 4).
+    pub async fn max_workers(&self) -> Result<Option<u64>, PveError> {
+        #[derive(Deserialize)]
+        struct Options {
+            #[serde(default, deserialize_with = "de::opt_u64")]
+            max_workers: Option<u64>,
+        }
+        let o: Options = self.get("/cluster/options", &Params::new()).await?;
+        Ok(o.max_workers)
+    }
+
     /// `GET /cluster/firewall/options` (`enable`, `policy_in`, ...): an open map.
     pub async fn cluster_firewall_options(&self) -> Result<BTreeMap<String, Value>, PveError> {
         self.get("/cluster/firewall/options", &Params::new()).await

@@ -130,6 +130,11 @@ impl Control {
         self.post("/fail/clear", json!({})).await;
     }
 
+    /// Set datacenter.cfg keys (`{"max_workers": 1}`), as an administrator would.
+    pub async fn datacenter(&self, settings: Value) {
+        self.post("/datacenter", settings).await;
+    }
+
     pub async fn set_quorum(&self, quorate: bool) {
         self.post("/quorum", json!({ "quorate": quorate })).await;
     }
