@@ -71,7 +71,7 @@ class CountingPve(writelog.WriteLogMixin, HangMixin, SdnApi, images.ImagesMixin,
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # datacenter.cfg's settings (GET/PUT /cluster/options), e.g. max_workers.
+        # datacenter.cfg's settings (GET /cluster/options), e.g. max_workers.
         self.datacenter_cfg = {}
         self.reset_counters()
 
@@ -119,25 +119,15 @@ class CountingPve(writelog.WriteLogMixin, HangMixin, SdnApi, images.ImagesMixin,
     def _routes_harness(self):
         return [('PUT', '/nodes/{node}/qemu/{vmid}/resize', self._harness_qm_resize),
                 ('POST', '/nodes/{node}/qemu/{vmid}/migrate', self._harness_qm_migrate),
-                ('GET', '/cluster/options', self._harness_dc_options),
-                ('PUT', '/cluster/options', self._harness_dc_set_options)]
+                ('GET', '/cluster/options', self._harness_dc_options)]
 
     # ------------------------------------------------------------ datacenter options
 
-    # fakepve 0.5 answers /cluster/options from the schema only; this keeps datacenter.cfg
-    # as pve-manager's API2/Cluster.pm does: GET gives the keys that are set, PUT sets the
-    # given ones and removes those in `delete`.
+    # fakepve 0.5 answers GET /cluster/options from the schema only; this gives the keys of
+    # datacenter.cfg that are set, as pve-manager's API2/Cluster.pm does (the control API's
+    # /datacenter sets them).
     async def _harness_dc_options(self, v, user):
         return dict(self.datacenter_cfg)
-
-    async def _harness_dc_set_options(self, v, user):
-        self.need_quorum()
-        for key in re.split(r'[\s,;]+', str(v.get('delete') or '')):
-            self.datacenter_cfg.pop(key, None)
-        for key, value in v.items():
-            if key not in ('delete', 'digest'):
-                self.datacenter_cfg[key] = value
-        return None
 
     # ------------------------------------------------------------ local storage and nodes
 
