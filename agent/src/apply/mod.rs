@@ -96,8 +96,8 @@ impl Default for ApplyOptions {
 }
 
 impl ApplyOptions {
-    /// At most `parallelism` VMs at once in the whole cluster (and still
-    /// [`DEFAULT_PER_NODE`] on one node).
+    /// At most `parallelism` VMs at once in the whole cluster (and per node what
+    /// `per_node: None` gives).
     pub fn parallel(parallelism: usize) -> Self {
         ApplyOptions {
             parallelism: Some(parallelism),
