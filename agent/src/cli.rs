@@ -307,15 +307,20 @@ pub struct SecretArgs {
     pub identity: Vec<PathBuf>,
 }
 
+/// A count of things at once: 0 would do nothing at all.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
 /// How much an apply does at once.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApplyArgs {
     /// VMs changed at once in the whole cluster (default: no bound beyond --per-node).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     pub parallelism: Option<usize>,
     /// VMs changed at once on one node (default: the datacenter's `max_workers`, as PVE's
     /// own bulk actions use it; 4 when it is not set).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one())]
     pub per_node: Option<usize>,
     /// Clones of one source template at once (default: no limit beyond --per-node and
     /// --parallelism; the clones run as tasks on the template's node);

@@ -244,6 +244,16 @@ webhook: { listen: '127.0.0.1:9595', secretFile: /hook.secret }
     }
 
     #[test]
+    fn zero_at_once_is_refused_on_the_command_line_as_in_the_file() {
+        for flag in ["--per-node", "--parallelism"] {
+            let argv = |n| ["pve-gitops", "run", "--config", "c", flag, n];
+            let e = Cli::try_parse_from(argv("0")).unwrap_err();
+            assert!(e.to_string().contains("0 is not in 1.."), "{flag}: {e}");
+            assert!(Cli::try_parse_from(argv("1")).is_ok(), "{flag} 1");
+        }
+    }
+
+    #[test]
     fn flags_win_even_when_they_repeat_the_default() {
         let config = AgentConfig::parse(Path::new("c"), CONFIG).unwrap();
         let (args, explicit) = run_args(&[
