@@ -122,7 +122,8 @@ pub async fn execute(client: &PveClient, prepared: &Prepared, options: &ApplyOpt
 /// apply is no reason to fail it.
 async fn datacenter_max_workers(client: &PveClient) -> usize {
     match client.max_workers().await {
-        Ok(Some(n)) => usize::try_from(n).unwrap_or(usize::MAX).max(1),
+        // The semaphores keep it within what they can hold.
+        Ok(Some(n)) => usize::try_from(n).unwrap_or(usize::MAX),
         Ok(None) => crate::apply::DEFAULT_PER_NODE,
         Err(e) => {
             tracing::warn!(error = %e, default = crate::apply::DEFAULT_PER_NODE, "cannot read the datacenter's max_workers; changing that many VMs at once per node");

@@ -177,9 +177,7 @@ impl Context {
             gate: options.gate.clone(),
             shared_storage: tokio::sync::OnceCell::new_with(options.storages_shared.clone()),
             template_storages: tokio::sync::Mutex::default(),
-            global: options
-                .parallelism
-                .map(|n| Arc::new(Semaphore::new(n.max(1)))),
+            global: options.parallelism.map(bound),
             per_node: options.per_node.unwrap_or(DEFAULT_PER_NODE),
             nodes: Mutex::default(),
             sets: Mutex::default(),
@@ -206,7 +204,7 @@ impl Context {
         map.lock()
             .expect("limits lock")
             .entry(key.clone())
-            .or_insert_with(|| Arc::new(Semaphore::new(permits.max(1))))
+            .or_insert_with(|| bound(permits))
             .clone()
     }
 
@@ -281,6 +279,13 @@ impl Context {
         let s = Self::keyed(&self.templates, &template, n);
         Some(s.acquire_owned().await.expect("semaphore open"))
     }
+}
+
+/// A semaphore of `n` permits, at least 1 and at most what tokio allows: a bound from
+/// the command line or the datacenter's `max_workers` (which PVE does not cap) must not
+/// panic the agent.
+fn bound(n: usize) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(n.clamp(1, Semaphore::MAX_PERMITS)))
 }
 
 /// Run `plan`.
@@ -474,5 +479,22 @@ fn drive_storage(value: &str) -> Option<String> {
         Some((storage, _)) => Some(storage.to_string()),
         None if volume == "cdrom" => Some("cdrom".into()),
         None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bounds_of_any_size_give_permits() {
+        for n in [0, 1, usize::MAX] {
+            let cx = Context::new(&ApplyOptions {
+                parallelism: Some(n),
+                per_node: Some(n),
+                ..ApplyOptions::default()
+            });
+            assert_eq!(cx.vm_permits(None, "pve1").await.len(), 2, "bound {n}");
+        }
     }
 }
