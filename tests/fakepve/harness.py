@@ -427,8 +427,8 @@ def control_app(pve):
 
     @routes.post('/datacenter')
     async def datacenter(request):
-        # {"max_workers": 1}: datacenter.cfg as an administrator edited it.
-        pve.datacenter_cfg.update(await body_of(request))
+        # {"max_workers": 1}: datacenter.cfg as an administrator left it ({}: nothing set).
+        pve.datacenter_cfg = dict(await body_of(request))
         return web.json_response(pve.datacenter_cfg)
 
     @routes.post('/time_scale')

@@ -19,6 +19,9 @@
 //! Environment:
 //!   BENCH_SIZES=10,100,500        sizes of the scenario with fakepve's task durations
 //!   BENCH_REALISTIC_SIZES=10,100  sizes of the realistic scenario (empty: skip it)
+//!   BENCH_MAX_WORKERS=8,12        datacenter `max_workers` values pve-gitops converges
+//!                                 the realistic scenario's largest size with again
+//!                                 (empty: none; unset, PVE's default is 4)
 //!   BENCH_ANSIBLE_RERUN_MAX=100   largest N at which Ansible's re-run is measured (at
 //!                                 500 it alone takes a quarter of an hour)
 //!   BENCH_SCALE=1000              VMs of the scale part (0: skip it)
@@ -60,6 +63,10 @@ pub struct Scenario {
     /// Whether the unchanged-cluster re-run is measured (it runs no task, so one
     /// scenario is enough).
     pub rerun: bool,
+    /// Datacenter `max_workers` values pve-gitops converges the largest size with again,
+    /// after its run at PVE's default: where tasks take time, how many run at once per
+    /// node sets the wall time, and this is the operator's setting for it.
+    pub max_workers: Vec<u32>,
 }
 
 /// One measured run of one tool.
@@ -70,6 +77,8 @@ pub struct Run {
     pub n: u32,
     /// `converge` (from empty) or `rerun` (unchanged cluster).
     pub phase: &'static str,
+    /// The datacenter's `max_workers` for this run (`None`: not set, PVE's default).
+    pub max_workers: Option<u32>,
     pub wall_s: f64,
     pub cpu_s: f64,
     pub max_rss_mib: f64,
@@ -92,6 +101,7 @@ fn main() {
             task_secs: 0.0,
             sizes: sizes_from_env("BENCH_SIZES", &[10, 100, 500]),
             rerun: true,
+            max_workers: Vec::new(),
         },
         Scenario {
             key: "realistic",
@@ -99,6 +109,7 @@ fn main() {
             task_secs: REALISTIC_TASK_SECS,
             sizes: sizes_from_env("BENCH_REALISTIC_SIZES", &[10, 100]),
             rerun: false,
+            max_workers: sizes_from_env("BENCH_MAX_WORKERS", &[8, 12]),
         },
     ];
     let scale_n = sizes_from_env("BENCH_SCALE", &[1000])
@@ -223,6 +234,11 @@ async fn compare(s: &Scenario, n: u32, ansible_rerun: bool, bin: &Path, repo: &P
             pve.control.counters().await,
         ));
     }
+    if s.sizes.iter().max() == Some(&n) {
+        for &workers in &s.max_workers {
+            runs.push(with_max_workers(s, n, workers, &pve, &work, &hosts).await);
+        }
+    }
 
     let removed = pve.control.reset().await;
     assert_eq!(removed.len(), n as usize, "reset removed {removed:?}");
@@ -284,6 +300,43 @@ async fn compare(s: &Scenario, n: u32, ansible_rerun: bool, bin: &Path, repo: &P
     runs
 }
 
+/// pve-gitops converging `n` VMs again from an empty cluster whose datacenter.cfg says
+/// `max_workers: workers`; panics unless it leaves the VMs `hosts` (its run at the
+/// default did). Leaves the VMs and the setting unset again.
+async fn with_max_workers(
+    s: &Scenario,
+    n: u32,
+    workers: u32,
+    pve: &FakePve,
+    work: &agent::Workdir,
+    hosts: &[(ansible::Host, String)],
+) -> Run {
+    let removed = pve.control.reset().await;
+    assert_eq!(removed.len(), n as usize, "reset removed {removed:?}");
+    pve.control
+        .datacenter(serde_json::json!({ "max_workers": workers }))
+        .await;
+    pve.control.reset_counters().await;
+    let log = work.path(&format!("pve-gitops-max-workers-{workers}.log"));
+    let m = agent::apply_once(pve, work, &log);
+    let mut run = record(
+        s,
+        PVE_GITOPS,
+        n,
+        "converge",
+        m,
+        pve.control.counters().await,
+    );
+    run.max_workers = Some(workers);
+    assert_eq!(
+        converged(pve, n).await,
+        hosts,
+        "max_workers {workers} left other VMs than the default"
+    );
+    pve.control.datacenter(serde_json::json!({})).await;
+    run
+}
+
 fn record(
     s: &Scenario,
     tool: &'static str,
@@ -297,6 +350,7 @@ fn record(
         tool,
         n,
         phase,
+        max_workers: None,
         wall_s: m.wall.as_secs_f64(),
         cpu_s: m.cpu.as_secs_f64(),
         max_rss_mib: m.max_rss as f64 / (1024.0 * 1024.0),

@@ -130,7 +130,8 @@ impl Control {
         self.post("/fail/clear", json!({})).await;
     }
 
-    /// Set datacenter.cfg keys (`{"max_workers": 1}`), as an administrator would.
+    /// Replace datacenter.cfg's settings (`{"max_workers": 1}`; `{}`: none set), as an
+    /// administrator editing the file would.
     pub async fn datacenter(&self, settings: Value) {
         self.post("/datacenter", settings).await;
     }
