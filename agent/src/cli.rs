@@ -381,10 +381,11 @@ pub struct Connection {
 }
 
 /// What the agent may do. The manifests' `ClusterPolicy` decides; each flag given here
-/// overrides it (and a VM's own `drift.mode` / `prune`).
+/// overrides it (and a VM's own `drift.mode`; `--no-prune` a VM's own `prune` too).
 #[derive(Debug, Clone, clap::Args)]
 pub struct PolicyArgs {
-    /// Delete owned VMs that are no longer declared (over `prune.enabled`).
+    /// Delete owned VMs that are no longer declared (over `prune.enabled`; a VM's own
+    /// `prune: false` still keeps it).
     #[arg(long, overrides_with = "no_prune")]
     pub prune: bool,
     /// Never delete anything, whatever the manifests say.

@@ -143,3 +143,61 @@ spec:
     );
     assert!(pve.control.vm(300).await.is_some());
 }
+
+/// A VM that declared `prune: true` is pruned by its own setting once its manifest is
+/// gone, but not under `--no-prune`: that flag deletes nothing, whatever the manifests
+/// (or the record they left in the VM) say.
+#[tokio::test]
+async fn no_prune_keeps_a_vm_that_asked_to_be_pruned() {
+    let pve = fake!(Options {
+        time_scale: 0.0,
+        ..Options::default()
+    });
+    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let dir = tempfile::tempdir().unwrap();
+    let external = VM.split("---").next().unwrap();
+    std::fs::write(dir.path().join("vm.yaml"), format!("{VM}  prune: true\n")).unwrap();
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        "apiVersion: pve-gitops/v1alpha1
+kind: ClusterPolicy
+metadata: { name: x }
+spec: { prune: { maxDeleteShare: 100 } }
+",
+    )
+    .unwrap();
+    let token = dir.path().join(".token");
+    std::fs::write(
+        &token,
+        format!("{}={}\n", pve.info.token_id, pve.info.token_secret),
+    )
+    .unwrap();
+    let apply = |args: &[&str]| {
+        let out = run(&pve, dir.path(), &token, args);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0), "{said}");
+        said
+    };
+    apply(&["apply", "--once"]);
+    assert_eq!(
+        pve.control.vm(300).await.expect("created")["status"],
+        "running"
+    );
+
+    std::fs::write(dir.path().join("vm.yaml"), external).unwrap();
+    pve.control.reset_counters().await;
+    let said = apply(&["apply", "--once", "--no-prune"]);
+    assert_eq!(pve.control.counters().await.writes, 0, "{said}");
+    let vm = pve.control.vm(300).await.expect("kept");
+    assert_eq!(vm["status"], "running", "{said}");
+
+    let said = apply(&["apply", "--once"]);
+    let vm = pve.control.vm(300).await.expect("retired, not destroyed");
+    assert_eq!(vm["status"], "stopped", "{said}");
+    let tags = support::control::text(&vm["config"]["tags"]);
+    assert!(tags.contains("pve-gitops-orphan"), "{tags}: {said}");
+}

@@ -18,7 +18,7 @@
 //!   tokenFile: /etc/pve/priv/pve-gitops/token
 //! identities: [/etc/pve/priv/pve-gitops/age.key]
 //! interval: 15s
-//! policy: { prune: false, reboot: never }
+//! policy: { reboot: never }
 //! metricsListen: 127.0.0.1:9596
 //! webhook: { listen: 0.0.0.0:9595, secretFile: /etc/pve/priv/pve-gitops/webhook.secret }
 //! ```
@@ -140,7 +140,9 @@ pub struct ApiConfig {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PolicyConfig {
-    /// Delete owned VMs that are no longer declared (`--prune`).
+    /// `true`: delete owned VMs that are no longer declared (`--prune`); `false`: never
+    /// delete anything, whatever the manifests say (`--no-prune`). Unset: the manifests'
+    /// `ClusterPolicy` decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<bool>,
     /// `never` or `allowed` (`--reboot`).

@@ -99,7 +99,12 @@ pub fn overlay(config: &AgentConfig, mut args: RunArgs, explicit: &BTreeSet<Stri
     set(&mut args.interval, free("interval"), config.interval);
     set(&mut args.resync, free("resync"), config.resync);
     if let Some(p) = &config.policy {
-        set(&mut args.policy.prune, free("prune"), p.prune);
+        // `prune: false` is `--no-prune` (nothing is deleted, whatever the manifests
+        // say), not the absence of `--prune`.
+        if let (Some(prune), true) = (p.prune, free("prune") && free("no_prune")) {
+            args.policy.prune = prune;
+            args.policy.no_prune = !prune;
+        }
         let reboot = p.reboot.map(|r| match r {
             RebootConfig::Never => Reboot::Never,
             RebootConfig::Allowed => Reboot::Allowed,
@@ -285,6 +290,26 @@ webhook: { listen: '127.0.0.1:9595', secretFile: /hook.secret }
         assert_eq!(a.git.git_token_file, None);
         assert_eq!(a.connection.fingerprint, None);
         assert_eq!(a.connection.ca_file, Path::new("/ca.pem"));
+    }
+
+    /// `prune: false` in the file is `--no-prune`, `prune: true` `--prune`; either flag
+    /// on the command line wins over the file.
+    #[test]
+    fn the_files_prune_is_a_flag_either_way() {
+        let prune = |file: &str, argv: &[&str]| {
+            let config = AgentConfig::parse(Path::new("c"), file).unwrap();
+            let mut full = vec!["--config", "c"];
+            full.extend_from_slice(argv);
+            let (args, explicit) = run_args(&full);
+            overlay(&config, args, &explicit).policy.overrides().prune
+        };
+        let never = "policy: { prune: false }\n";
+        let always = "policy: { prune: true }\n";
+        assert_eq!(prune(never, &[]), Some(false));
+        assert_eq!(prune(always, &[]), Some(true));
+        assert_eq!(prune("interval: 1m\n", &[]), None);
+        assert_eq!(prune(never, &["--prune"]), Some(true));
+        assert_eq!(prune(always, &["--no-prune"]), Some(false));
     }
 
     #[test]

@@ -103,8 +103,10 @@ pub fn init(args: &InitArgs, out: &mut dyn Write) -> Result<Outcome> {
         identities: vec![paths.age_key.clone()],
         interval: Some(std::time::Duration::from_secs(15)),
         resync: None,
+        // Pruning is left to the manifests' ClusterPolicy (off unless it says so):
+        // `prune: false` here would forbid it whatever they say.
         policy: Some(PolicyConfig {
-            prune: Some(false),
+            prune: None,
             reboot: Some(RebootConfig::Never),
             drift: None,
         }),

@@ -289,6 +289,52 @@ fn recorded_prune_settings_and_retired_vms() {
     assert_eq!(kinds(&p), ["delete 504"]);
 }
 
+/// `--no-prune` (or `prune: false` in the config file) deletes nothing, whatever a VM's
+/// own `prune` says; `--prune` turns the cluster's pruning on, and a VM's own
+/// `prune: false` still keeps that VM, as a per-object opt-out does in Flux and Argo CD.
+#[test]
+fn the_command_line_prune_flags_against_a_vms_own_setting() {
+    use super::PolicyOverrides;
+    let mut actual = cluster(5);
+    let with = |a: &mut ActualVm, prune: bool| {
+        let d = a.config["description"].clone();
+        a.config.insert(
+            "description".into(),
+            format!("{d} prune={}", if prune { "yes" } else { "no" }),
+        );
+    };
+    with(&mut actual[4], false); // app-4
+    with(&mut actual[5], true); // app-5
+    let under = |prune| Policy {
+        max_delete_share: 100,
+        ..Policy::effective(
+            None,
+            &PolicyOverrides {
+                prune,
+                ..PolicyOverrides::default()
+            },
+        )
+    };
+    let d = desired(3, "8G", "32G");
+    let p = plan(&d, &actual, &under(Some(false)));
+    assert!(p.is_empty(), "{:?}", kinds(&p));
+    for (vmid, name) in [(504, "app-4"), (505, "app-5")] {
+        assert!(
+            p.findings.contains(&Finding::Orphan {
+                vmid,
+                name: name.into(),
+                kept: Kept::PruneOff
+            }),
+            "{:?}",
+            p.findings
+        );
+    }
+    let p = plan(&d, &actual, &under(Some(true)));
+    assert_eq!(kinds(&p), ["stop 505", "retire 505"]);
+    let p = plan(&d, &actual, &under(None));
+    assert_eq!(kinds(&p), ["stop 505", "retire 505"]);
+}
+
 #[test]
 fn protected_and_foreign_vms_are_never_deleted() {
     let mut actual = cluster(4);

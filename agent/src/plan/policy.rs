@@ -6,6 +6,10 @@
 //! `ClusterPolicy` > the defaults (report drift, never prune, never reboot). So an
 //! operator can run `pve-gitops apply --once --no-prune` against any repository and be
 //! sure nothing is deleted, whatever the manifests say.
+//!
+//! One exception, towards keeping: `--prune` turns pruning on over the `ClusterPolicy`,
+//! but a VM whose own `prune` is false is still kept, as Flux's and Argo CD's
+//! per-object opt-outs from pruning win over their sync's.
 
 use pve_gitops_schema::desired::DesiredVm;
 use pve_gitops_schema::manifest::policy::{ClusterPolicySpec, DriftMode, PrunePolicy, RebootMode};
@@ -23,8 +27,12 @@ pub enum RebootPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Delete owned VMs that are no longer declared (off by default: an emptied repository
-    /// must not empty a cluster). A VM's recorded `prune` overrides it.
+    /// must not empty a cluster). A VM's recorded `prune` overrides it, unless
+    /// `never_prune`.
     pub prune: bool,
+    /// `--no-prune` was given (or `prune: false` in the config file): nothing is
+    /// deleted, whatever a VM's own `prune` says.
+    pub never_prune: bool,
     /// A pruned VM is destroyed with its disks; otherwise it is stopped and tagged
     /// [`ORPHAN_TAG`], and its disks stay.
     pub prune_disks: bool,
@@ -76,6 +84,7 @@ impl Policy {
         } = c.prune;
         Policy {
             prune: overrides.prune.unwrap_or(enabled),
+            never_prune: overrides.prune == Some(false),
             prune_disks: disks,
             max_delete_share,
             reboot: overrides.reboot.unwrap_or(match c.reboot {

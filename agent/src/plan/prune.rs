@@ -63,10 +63,11 @@ fn prune_steps(a: &ActualVm, policy: &Policy) -> Result<Vec<Action>, Kept> {
     if a.protected() {
         return Err(Kept::Protected);
     }
-    if !recorded
-        .as_ref()
-        .and_then(|m| m.prune)
-        .unwrap_or(policy.prune)
+    if policy.never_prune
+        || !recorded
+            .as_ref()
+            .and_then(|m| m.prune)
+            .unwrap_or(policy.prune)
     {
         return Err(Kept::PruneOff);
     }
