@@ -38,21 +38,28 @@ fn run(pve: &FakePve, dir: &std::path::Path, token: &std::path::Path, args: &[&s
         .expect("binary runs")
 }
 
-#[tokio::test]
-async fn plan_then_apply_then_nothing_to_do() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
+/// Give `pve` template 9000 on pve1; a directory for the manifests, with the API token
+/// in it (`.token`: the loader skips dotfiles).
+async fn prepare(pve: &FakePve) -> (tempfile::TempDir, std::path::PathBuf) {
     pve.control.create_template(9000, "pve1", "local-lvm").await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("vm.yaml"), VM).unwrap();
     let token = dir.path().join(".token");
     std::fs::write(
         &token,
         format!("{}={}\n", pve.info.token_id, pve.info.token_secret),
     )
     .unwrap();
+    (dir, token)
+}
+
+#[tokio::test]
+async fn plan_then_apply_then_nothing_to_do() {
+    let pve = fake!(Options {
+        time_scale: 0.0,
+        ..Options::default()
+    });
+    let (dir, token) = prepare(&pve).await;
+    std::fs::write(dir.path().join("vm.yaml"), VM).unwrap();
 
     let out = run(&pve, dir.path(), &token, &["plan"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -104,8 +111,7 @@ async fn apply_outside_the_sync_windows_waits_unless_now() {
         time_scale: 0.0,
         ..Options::default()
     });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, token) = prepare(&pve).await;
     std::fs::write(dir.path().join("vm.yaml"), VM).unwrap();
     std::fs::write(
         dir.path().join("policy.yaml"),
@@ -115,12 +121,6 @@ metadata: { name: x }
 spec:
   syncWindows: [ { kind: allow, schedule: \"0 0 0 1 1 * 2099\", duration: 1h } ]
 ",
-    )
-    .unwrap();
-    let token = dir.path().join(".token");
-    std::fs::write(
-        &token,
-        format!("{}={}\n", pve.info.token_id, pve.info.token_secret),
     )
     .unwrap();
 
@@ -153,8 +153,7 @@ async fn no_prune_keeps_a_vm_that_asked_to_be_pruned() {
         time_scale: 0.0,
         ..Options::default()
     });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, token) = prepare(&pve).await;
     let external = VM.split("---").next().unwrap();
     std::fs::write(dir.path().join("vm.yaml"), format!("{VM}  prune: true\n")).unwrap();
     std::fs::write(
@@ -164,12 +163,6 @@ kind: ClusterPolicy
 metadata: { name: x }
 spec: { prune: { maxDeleteShare: 100 } }
 ",
-    )
-    .unwrap();
-    let token = dir.path().join(".token");
-    std::fs::write(
-        &token,
-        format!("{}={}\n", pve.info.token_id, pve.info.token_secret),
     )
     .unwrap();
     let apply = |args: &[&str]| {

@@ -240,20 +240,22 @@ fn the_delete_guard_refuses_a_pass_that_prunes_too_much() {
     assert_eq!(kinds(&p), ["stop 505", "delete 505"]);
 }
 
+/// Add `prune=yes|no` to `a`'s record, as its manifest's own `prune` left it.
+fn own_prune(a: &mut ActualVm, prune: bool) {
+    let d = a.config["description"].clone();
+    a.config.insert(
+        "description".into(),
+        format!("{d} prune={}", if prune { "yes" } else { "no" }),
+    );
+}
+
 /// A VM's own `prune` is recorded in it and wins over the cluster's, also once its
 /// manifest is gone; an already retired VM is left alone until disks may go.
 #[test]
 fn recorded_prune_settings_and_retired_vms() {
     let mut actual = cluster(5);
-    let with = |a: &mut ActualVm, prune: bool| {
-        let d = a.config["description"].clone();
-        a.config.insert(
-            "description".into(),
-            format!("{d} prune={}", if prune { "yes" } else { "no" }),
-        );
-    };
-    with(&mut actual[4], false); // app-4: never pruned
-    with(&mut actual[5], true); // app-5: pruned though the cluster does not prune
+    own_prune(&mut actual[4], false); // app-4: never pruned
+    own_prune(&mut actual[5], true); // app-5: pruned though the cluster does not prune
     let p = plan(
         &desired(3, "8G", "32G"),
         &actual,
@@ -296,15 +298,8 @@ fn recorded_prune_settings_and_retired_vms() {
 fn the_command_line_prune_flags_against_a_vms_own_setting() {
     use super::PolicyOverrides;
     let mut actual = cluster(5);
-    let with = |a: &mut ActualVm, prune: bool| {
-        let d = a.config["description"].clone();
-        a.config.insert(
-            "description".into(),
-            format!("{d} prune={}", if prune { "yes" } else { "no" }),
-        );
-    };
-    with(&mut actual[4], false); // app-4
-    with(&mut actual[5], true); // app-5
+    own_prune(&mut actual[4], false); // app-4
+    own_prune(&mut actual[5], true); // app-5
     let under = |prune| Policy {
         max_delete_share: 100,
         ..Policy::effective(
