@@ -174,6 +174,50 @@ async fn the_secret_reaches_pve_and_nothing_else() {
     );
 }
 
+/// A create stopped after its clone (the agent killed, say) is finished by a later pass
+/// as a configure of the VM that exists, and that configure sets the password too. It
+/// used to leave the password out, find it missing again and again, and write every
+/// pass without end (found by the chaos soak, seed 518921).
+#[tokio::test]
+async fn a_create_finished_by_a_later_pass_gets_its_secret() {
+    let pve = fake!(Options {
+        time_scale: 0.0,
+        ..Options::default()
+    });
+    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    // What the clone left: the create note, the template's config, nothing configured.
+    pve.control
+        .create_vm(serde_json::json!({
+            "vmid": 300, "name": "k3s", "node": "pve1",
+            "config": {
+                "description": "Created by pve-gitops.",
+                "scsi0": "local-lvm:vm-300-disk-0,size=2G", "memory": 2048, "cores": 2,
+                "net0": "virtio=BC:24:11:00:03:00,bridge=vmbr0",
+            },
+        }))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, key_file) = setup(dir.path());
+    let mut agent = daemon(&pve, &repo, &key_file);
+    let outcome = agent.tick().await.unwrap();
+    let Outcome::Reconciled { report, .. } = &outcome else {
+        panic!("expected a full pass: {outcome:?}");
+    };
+    assert!(report.failed.is_empty(), "{report:?}");
+    let c = &pve.control.vm(300).await.expect("kept")["config"];
+    assert_eq!(text(&c["cipassword"]), CANARY, "{c}");
+    assert_eq!(text(&c["ciuser"]), "debian", "{c}");
+    assert_no_canary("the outcome", &format!("{outcome:?}"));
+
+    pve.control.reset_counters().await;
+    let outcome = agent.tick().await.unwrap();
+    let Outcome::Reconciled { plan, .. } = &outcome else {
+        panic!("expected a full pass: {outcome:?}");
+    };
+    assert!(plan.is_empty(), "{}", pve_gitops::reconcile::describe(plan));
+    assert_eq!(pve.control.counters().await.writes, 0);
+}
+
 #[tokio::test]
 async fn a_secret_that_does_not_decrypt_refuses_the_revision() {
     let pve = fake!(Options {

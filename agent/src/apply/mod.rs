@@ -327,7 +327,7 @@ pub async fn apply_continuing(
             tasks.spawn(tracing::Instrument::instrument(
                 async move {
                     let outcome =
-                        run_vm(&client, &actions, rollout.as_ref(), &templates, &cx).await;
+                        run_vm(&client, &name, &actions, rollout.as_ref(), &templates, &cx).await;
                     (name, outcome)
                 },
                 span,
@@ -381,6 +381,7 @@ fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
 /// what was done, and the error that stopped it.
 async fn run_vm(
     client: &PveClient,
+    name: &str,
     actions: &[Action],
     rollout: Option<&Rollout>,
     templates: &Templates,
@@ -391,7 +392,7 @@ async fn run_vm(
     let mut done = Vec::new();
     for (i, a) in actions.iter().enumerate() {
         let span = tracing::info_span!("action", action = action_kind(a));
-        let step = steps::run(client, a, templates, cx, &mut done);
+        let step = steps::run(client, name, a, templates, cx, &mut done);
         match tracing::Instrument::instrument(step, span.clone()).await {
             Ok(()) => {
                 crate::telemetry::action_done(action_kind(a), "ok");

@@ -19,10 +19,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Run one action, noting each step done in `done` as it completes (so a create that
-/// fails after its clone still reports the clone).
+/// Run one action of the VM declared as `resource`, noting each step done in `done` as it
+/// completes (so a create that fails after its clone still reports the clone).
 pub(super) async fn run(
     client: &PveClient,
+    resource: &str,
     action: &Action,
     templates: &Templates,
     cx: &Context,
@@ -71,11 +72,16 @@ pub(super) async fn run(
             changes,
             digest,
         } => {
+            let p = params_with_secrets(changes, resource, cx);
+            if p.is_empty() {
+                // Only a secret this agent has no value for: nothing to send.
+                return Ok(());
+            }
             cx.may_write()?;
             client
-                .set_vm_config(node, *vmid, &params(changes), &[], digest.as_deref())
+                .set_vm_config(node, *vmid, &p, &[], digest.as_deref())
                 .await?;
-            format!("configure {}", keys(changes))
+            format!("configure {}", sent(&p))
         }
         Action::Resize {
             vmid,
@@ -333,22 +339,13 @@ async fn configure_new(
         .keys()
         .filter_map(|k| current.text(k).map(|v| (k.clone(), v)))
         .collect();
-    let changes = diff(config, &actual);
-    if !changes.is_empty() {
-        let mut p = params(&changes);
-        // Write-once secrets (planned without their value) from the decrypted revision.
-        for c in changes.iter().filter(|c| c.to.is_empty()) {
-            if let Some(secret) = cx.secrets.get(new.name, &c.key).and_then(|v| v.as_str()) {
-                p.push(c.key.clone(), secret.to_string());
-            }
-        }
+    let p = params_with_secrets(&diff(config, &actual), new.name, cx);
+    if !p.is_empty() {
         cx.may_write()?;
         client
             .set_vm_config(new.node, new.vmid, &p, &[], current.digest())
             .await?;
-        // What was sent: a secret without a value (no identity) is not among it.
-        let sent: Vec<&str> = p.iter().map(|(k, _)| k).collect();
-        did.push(format!("configure {}", sent.join(",")));
+        did.push(format!("configure {}", sent(&p)));
     }
     for (slot, bytes) in disks {
         let have = actual.get(slot).and_then(|v| disk_size(v));
@@ -376,13 +373,24 @@ fn params(changes: &[Change]) -> Params {
         })
 }
 
-/// The changed keys, for the report.
-fn keys(changes: &[Change]) -> String {
-    changes
-        .iter()
-        .map(|c| c.key.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
+/// [`params`] with the write-once secrets the plan left without a value (`cipassword`)
+/// from the revision's decrypted secrets of the VM declared as `resource`. A configure of
+/// a VM that exists needs them as much as a create: a create finished by a later pass,
+/// and a secret removed behind the agent's back and healed, are configures. A secret
+/// with no decrypted value (no identity) stays out.
+fn params_with_secrets(changes: &[Change], resource: &str, cx: &Context) -> Params {
+    let mut p = params(changes);
+    for c in changes.iter().filter(|c| c.to.is_empty()) {
+        if let Some(secret) = cx.secrets.get(resource, &c.key).and_then(|v| v.as_str()) {
+            p.push(c.key.clone(), secret.to_string());
+        }
+    }
+    p
+}
+
+/// The keys sent, for the report: what was written, not what was planned.
+fn sent(p: &Params) -> String {
+    p.iter().map(|(k, _)| k).collect::<Vec<_>>().join(",")
 }
 
 /// Grow `disk` to `bytes` (PVE only grows; the plan never asks for less).
