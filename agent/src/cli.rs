@@ -295,6 +295,20 @@ pub struct GitArgs {
     /// Apply only heads signed by a key in this allowed-signers file (ssh-keygen format).
     #[arg(long)]
     pub allowed_signers: Option<PathBuf>,
+    /// How long the git remote may keep the agent waiting, to connect or for the next
+    /// bytes of a fetch or push, before the operation fails as unreachable (the last
+    /// fetched head stays applied). Not a bound on a whole transfer. Read at start.
+    #[arg(long, default_value = "30s", value_parser = positive_duration)]
+    pub git_timeout: std::time::Duration,
+}
+
+/// A duration longer than zero (`30s`, `1m`).
+fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than 0s".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// How the agent decrypts the secrets the manifests reference.

@@ -351,6 +351,10 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
         Some(n) => n.clone(),
         None => crate::daemon::leader::hostname()?,
     };
+    // Before the runtime starts threads: libgit2 keeps the bound in a global.
+    let git_timeout = args.git.git_timeout;
+    // SAFETY: no other thread exists yet.
+    unsafe { crate::source::bound_network_waits(git_timeout) };
     let lease_args = args.lease.clone();
     let parts = daemon_parts(&args, &node)?;
     let watched = args.dir.clone();
@@ -361,7 +365,12 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
             file,
             base.clone(),
             explicit,
-            Box::new(move |a: &RunArgs| daemon_parts(a, &node)),
+            Box::new(move |a: &RunArgs| {
+                if a.git.git_timeout != git_timeout {
+                    tracing::warn!(running = ?git_timeout, configured = ?a.git.git_timeout, "repo.timeout takes effect when the agent restarts");
+                }
+                daemon_parts(a, &node)
+            }),
         )
     });
     let vmlist = args

@@ -542,18 +542,14 @@ async fn events_carry_cluster_commit_resource_action_and_upid() {
     drop(dir);
 }
 
-#[tokio::test]
-async fn git_fetch_errors_are_counted() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
-    let remote = support::git::GitRemote::new();
-    remote.write("web.yaml", manifests(1));
-    remote.commit("one VM");
-    remote.push("main");
-    let scratch = remote.scratch("agent");
+/// A running `pve-gitops run --repo url` (with `extra` flags) against `pve`, past its
+/// first pass (one VM created): the agent, its log, and its `/metrics` address.
+fn git_agent(
+    pve: &FakePve,
+    url: &str,
+    scratch: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> (Running, mpsc::Receiver<String>, String) {
     let token = scratch.join("token");
     std::fs::write(
         &token,
@@ -561,9 +557,7 @@ async fn git_fetch_errors_are_counted() {
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pve-gitops"))
-        .arg("run")
-        .arg("--repo")
-        .arg(remote.url())
+        .args(["run", "--repo", url])
         .arg("--cache")
         .arg(scratch.join("cache"))
         .arg("--state-dir")
@@ -576,12 +570,13 @@ async fn git_fetch_errors_are_counted() {
         .arg("--vmlist")
         .arg(scratch.join("no-vmlist"))
         .args(["--interval", "200ms", "--metrics-listen", "127.0.0.1:0"])
+        .args(extra)
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())
         .spawn()
         .expect("binary runs");
     let log = stderr_lines(&mut child);
-    let _running = Running(child);
+    let running = Running(child);
     let listening = next_line(&log, "the metrics listener", |l| {
         l.contains("metrics listening on http://")
     });
@@ -594,24 +589,107 @@ async fn git_fetch_errors_are_counted() {
     next_line(&log, "the first pass", |l| {
         l.contains("reconciled") && l.contains("changed=1")
     });
-    let errors = |addr: &str| {
-        let (_, _, body) = http_get(addr, "/metrics");
-        samples(&body)[&(
-            "pve_gitops_git_fetch_errors_total".to_string(),
-            String::new(),
-        )]
-    };
-    assert_eq!(errors(&addr), 0.0);
+    (running, log, addr)
+}
+
+/// `pve_gitops_git_fetch_errors_total` of the agent serving `/metrics` on `addr`.
+fn fetch_errors(addr: &str) -> f64 {
+    let (_, _, body) = http_get(addr, "/metrics");
+    samples(&body)[&(
+        "pve_gitops_git_fetch_errors_total".to_string(),
+        String::new(),
+    )]
+}
+
+/// Wait (60 s at most) until the agent on `addr` has counted `n` failed fetches.
+fn until_fetch_errors(addr: &str, n: f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fetch_errors(addr) < n {
+        assert!(Instant::now() < deadline, "fetch errors not counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn git_fetch_errors_are_counted() {
+    let pve = fake!(Options {
+        time_scale: 0.0,
+        ..Options::default()
+    });
+    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let remote = support::git::GitRemote::new();
+    remote.write("web.yaml", manifests(1));
+    remote.commit("one VM");
+    remote.push("main");
+    let (_running, log, addr) = git_agent(&pve, &remote.url(), &remote.scratch("agent"), &[]);
+    assert_eq!(fetch_errors(&addr), 0.0);
 
     // The remote goes away: every poll fails, the last good head is kept, each failure
     // counted.
     let moved = remote.bare.with_extension("moved");
     std::fs::rename(&remote.bare, &moved).unwrap();
     next_line(&log, "a failed fetch", |l| l.contains("keeping"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while errors(&addr) < 2.0 {
-        assert!(Instant::now() < deadline, "fetch errors not counted");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    until_fetch_errors(&addr, 2.0);
     std::fs::rename(&moved, &remote.bare).unwrap();
+}
+
+/// A remote that accepts connections and then never answers (over SSH here, through a
+/// relay that goes silent) costs each poll `--git-timeout`, not the agent's loop: the
+/// polls fail and are counted while the cluster stays on the last head, and the push
+/// made meanwhile is applied once the remote answers again. Without the bound, the first
+/// hung fetch would block the loop for good.
+#[tokio::test]
+async fn a_hung_git_remote_times_out_and_the_loop_goes_on() {
+    let pve = fake!(Options {
+        time_scale: 0.0,
+        ..Options::default()
+    });
+    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let remote = support::git::GitRemote::new();
+    let Some(sshd) = support::sshd::Sshd::start(&remote.scratch("ssh")) else {
+        return;
+    };
+    remote.write("web.yaml", manifests(1));
+    remote.commit("one VM");
+    remote.push("main");
+    let relay = support::relay::Relay::start(sshd.port);
+    let url = format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        sshd.user,
+        relay.port,
+        remote.bare.display()
+    );
+    let pin = support::git::fingerprint(&sshd.host_key);
+    let (_running, log, addr) = git_agent(
+        &pve,
+        &url,
+        &remote.scratch("agent"),
+        &[
+            "--deploy-key".as_ref(),
+            sshd.client_key.as_os_str(),
+            "--host-key".as_ref(),
+            pin.as_ref(),
+            "--git-timeout".as_ref(),
+            "1s".as_ref(),
+        ],
+    );
+    assert_eq!(fetch_errors(&addr), 0.0);
+
+    relay.hang();
+    let failed = next_line(&log, "a fetch that timed out", |l| l.contains("keeping"));
+    assert!(failed.contains("no answer within 1s"), "{failed}");
+    until_fetch_errors(&addr, 2.0);
+
+    remote.write("web.yaml", manifests(2));
+    remote.commit("two VMs");
+    remote.push("main");
+    relay.resume();
+    next_line(&log, "the pass after the remote is back", |l| {
+        l.contains("reconciled") && l.contains("changed=1")
+    });
+    assert!(pve.control.vm(601).await.is_some());
+    assert!(
+        pve.control.vm(602).await.is_some(),
+        "the push made while hung"
+    );
 }

@@ -658,3 +658,82 @@ fn credentials_stay_out_of_urls_and_errors() {
         .to_string()
         .contains("plain http"));
 }
+
+/// A loopback port that accepts connections and never says a word (a hung forge, a proxy
+/// dropping the traffic). The connections stay open as long as the test runs.
+fn silent_remote() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().collect();
+        drop(held);
+    });
+    port
+}
+
+/// `op` on its own thread, with a deadline far past the bound it is expected to keep.
+fn within<T: Send + 'static>(
+    deadline: std::time::Duration,
+    op: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(op()).unwrap());
+    rx.recv_timeout(deadline)
+        .expect("the git operation hung past its deadline")
+}
+
+#[test]
+fn a_remote_that_accepts_and_never_answers_is_unreachable_not_a_hang() {
+    // SAFETY: nextest runs each test in its own process; no git operation runs yet.
+    unsafe { pve_gitops::source::bound_network_waits(std::time::Duration::from_secs(1)) };
+    let cache = tempfile::tempdir().unwrap();
+    let https = {
+        let mut c = SourceConfig::new(
+            format!("https://127.0.0.1:{}/infra.git", silent_remote()),
+            "main",
+        );
+        c.cache_root = cache.path().join("https");
+        c
+    };
+    let ssh = {
+        let mut c = SourceConfig::new(
+            format!("ssh://git@127.0.0.1:{}/infra.git", silent_remote()),
+            "main",
+        );
+        c.cache_root = cache.path().join("ssh");
+        c.credentials = Credentials::SshKey {
+            private_key: cache.path().join("deploy_key"),
+        };
+        c.host_keys =
+            Some(HostKeyPins::parse("SHA256:DtRtzr6c2VtIKhz7b0r4P6HElmkBIUM0qhZnX3K508Y").unwrap());
+        c
+    };
+    for config in [https, ssh] {
+        let url = config.url.clone();
+        let started = std::time::Instant::now();
+        let polled = within(std::time::Duration::from_secs(60), move || {
+            Source::open(config).unwrap().poll()
+        });
+        match polled {
+            Err(Error::Unreachable {
+                url: named,
+                last_fetched,
+                message,
+                ..
+            }) => {
+                assert_eq!(named, url);
+                assert_eq!(last_fetched, None);
+                assert!(
+                    message.starts_with("no answer within 1s ("),
+                    "{url}: {message}"
+                );
+            }
+            other => panic!("{url}: expected Unreachable, got {other:?}"),
+        }
+        // The bound is what ended it, not a refusal.
+        assert!(
+            started.elapsed() >= std::time::Duration::from_secs(1),
+            "{url}"
+        );
+    }
+}

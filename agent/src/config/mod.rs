@@ -116,6 +116,10 @@ pub struct RepoConfig {
     /// Apply only heads signed by a key in this file (`--allowed-signers`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_signers: Option<PathBuf>,
+    /// How long the remote may keep the agent waiting (`--git-timeout`, default `30s`).
+    /// Read at start: a change takes effect when the agent restarts.
+    #[serde(default, with = "duration", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
 }
 
 /// `api:` — the Proxmox API connection.
@@ -291,7 +295,12 @@ impl AgentConfig {
             crate::telemetry::metrics::parse_listen(listen)
                 .map_err(|e| ("metricsListen", format!("metricsListen: {e}")))?;
         }
-        for (name, d) in [("interval", self.interval), ("resync", self.resync)] {
+        let timeout = self.repo.as_ref().and_then(|r| r.timeout);
+        for (name, d) in [
+            ("interval", self.interval),
+            ("resync", self.resync),
+            ("repo.timeout", timeout),
+        ] {
             if d.is_some_and(|d| d.is_zero()) {
                 return Err((name, format!("{name} must be longer than 0s")));
             }
@@ -450,6 +459,10 @@ webhook: { listen: '0.0.0.0:9595', secretFile: /etc/pve/priv/pve-gitops/webhook.
             (
                 "interval: 1s\nresync: 0s\n",
                 "c.yaml:2:9: resync must be longer than 0s",
+            ),
+            (
+                "repo:\n  url: file:///r\n  timeout: 0s\n",
+                "c.yaml:3:12: repo.timeout must be longer than 0s",
             ),
             (
                 "policy: { reboot: sometimes }\n",

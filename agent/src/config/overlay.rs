@@ -70,6 +70,7 @@ pub fn overlay(config: &AgentConfig, mut args: RunArgs, explicit: &BTreeSet<Stri
             free("allowed_signers"),
             repo.allowed_signers.clone().map(Some),
         );
+        set(&mut g.git_timeout, free("git_timeout"), repo.timeout);
         // One credential: the file's, unless the command line named the other kind.
         if !free("deploy_key") && free("git_token_file") {
             g.git_token_file = None;
@@ -178,7 +179,7 @@ mod tests {
     }
 
     const CONFIG: &str = "\
-repo: { url: 'file:///srv/repo.git', branch: prod, path: clusters/a, tokenFile: /t }
+repo: { url: 'file:///srv/repo.git', branch: prod, path: clusters/a, tokenFile: /t, timeout: 45s }
 api: { url: 'https://pve:8006', fingerprint: 'AB:CD' }
 interval: 1m
 policy: { prune: true, drift: heal }
@@ -198,6 +199,7 @@ webhook: { listen: '127.0.0.1:9595', secretFile: /hook.secret }
         assert_eq!(a.git.path, "clusters/a");
         assert_eq!(a.git.status_branch, "pve-gitops/status");
         assert_eq!(a.git.git_token_file.as_deref(), Some(Path::new("/t")));
+        assert_eq!(a.git.git_timeout, std::time::Duration::from_secs(45));
         assert_eq!(a.connection.api_url, "https://pve:8006");
         assert_eq!(a.connection.fingerprint.as_deref(), Some("AB:CD"));
         assert_eq!(a.interval, std::time::Duration::from_secs(60));
@@ -256,6 +258,10 @@ webhook: { listen: '127.0.0.1:9595', secretFile: /hook.secret }
             assert!(e.to_string().contains("0 is not in 1.."), "{flag}: {e}");
             assert!(Cli::try_parse_from(argv("1")).is_ok(), "{flag} 1");
         }
+        let argv = |d| ["pve-gitops", "run", "--config", "c", "--git-timeout", d];
+        let e = Cli::try_parse_from(argv("0s")).unwrap_err();
+        assert!(e.to_string().contains("must be longer than 0s"), "{e}");
+        assert!(Cli::try_parse_from(argv("1s")).is_ok());
     }
 
     #[test]
@@ -268,6 +274,8 @@ webhook: { listen: '127.0.0.1:9595', secretFile: /hook.secret }
             "main",
             "--interval",
             "15s",
+            "--git-timeout",
+            "30s",
             "--parallelism",
             "4",
             "--deploy-key",
@@ -279,6 +287,7 @@ webhook: { listen: '127.0.0.1:9595', secretFile: /hook.secret }
         assert_eq!(a.git.branch, "main");
         assert_eq!(a.git.path, "clusters/a");
         assert_eq!(a.interval, std::time::Duration::from_secs(15));
+        assert_eq!(a.git.git_timeout, crate::source::DEFAULT_TIMEOUT);
         assert_eq!(a.apply.parallelism, Some(4));
         assert_eq!(
             a.apply.per_node,

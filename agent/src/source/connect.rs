@@ -178,6 +178,13 @@ impl<'a> Session<'a> {
                 message,
             },
             Some(e) => e,
+            // Before the TLS arm: a stall after the handshake is an SSL-class error too.
+            None if super::timeout::ran_out(&err) => Error::Unreachable {
+                url,
+                action: action.to_string(),
+                message: super::timeout::explain(err.message()),
+                last_fetched,
+            },
             // OpenSSL's verdict on a certificate shown to the callback (libgit2 reports
             // it as an SSL-class error, or GIT_ECERTIFICATE).
             None if self.tls_host.borrow().is_some()

@@ -39,6 +39,10 @@
 //! - The status branch is fetched with [`Source::fetch_branch`] and written with
 //!   [`Source::push`] (`push.rs`), which reports a lost race as an outcome, not an error.
 //!
+//! - Every wait on the remote is bounded (`timeout.rs`, [`bound_network_waits`]): a
+//!   remote that accepts the connection and then hangs is an unreachable remote, not a
+//!   stuck agent.
+//!
 //! Every call blocks (libgit2 is synchronous): call it from `spawn_blocking` in async code.
 
 mod cache;
@@ -49,6 +53,7 @@ mod hostkey;
 mod probe;
 mod push;
 mod signers;
+mod timeout;
 mod tls;
 mod tree;
 mod url;
@@ -59,6 +64,7 @@ pub use hostkey::HostKeyPins;
 pub use probe::host_key_fingerprint;
 pub use push::PushOutcome;
 pub use signers::AllowedSigners;
+pub use timeout::{bound_network_waits, DEFAULT_TIMEOUT};
 pub use tree::{read_file, read_tree};
 pub use url::{RemoteUrl, Transport};
 

@@ -45,7 +45,11 @@ pub fn host_key_fingerprint(url: &str) -> Result<String, Error> {
         (None, Err(e)) => Err(Error::Unreachable {
             url,
             action: "reading the host key".into(),
-            message: e.message().to_string(),
+            message: if super::timeout::ran_out(&e) {
+                super::timeout::explain(e.message())
+            } else {
+                e.message().to_string()
+            },
             last_fetched: None,
         }),
         (None, Ok(())) => Err(Error::Unreachable {

@@ -21,10 +21,11 @@
 //! loop's own thread (libgit2 blocks): while it hangs, the loop does not even wake up
 //! for the timer, which stops the pings the same way.
 //!
-//! An API call is bounded by the client's request timeout (120 s) and its error is
-//! progress, so a single slow call costs a failed request, not a restart; what has no
-//! bound of its own (a fetch from a remote that accepts and never answers, a blocking
-//! call on a wedged filesystem, a deadlock) is what the watchdog catches.
+//! An API call is bounded by the client's request timeout (120 s), and a git operation
+//! by `--git-timeout` on each wait (`crate::source::bound_network_waits`); their errors
+//! are progress, so a single slow call costs a failed request, not a restart. What has
+//! no bound of its own (a blocking call on a wedged filesystem, a deadlock) is what the
+//! watchdog catches.
 //!
 //! Progress is process-wide, like the watchdog itself: one loop and one systemd watchdog
 //! per process, and the places that see progress sit deep inside a pass, where a handle

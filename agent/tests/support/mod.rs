@@ -28,5 +28,6 @@ pub mod git;
 pub mod https_git;
 pub mod manifests;
 pub mod pass;
+pub mod relay;
 pub mod scale;
 pub mod sshd;
