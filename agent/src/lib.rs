@@ -11,6 +11,7 @@ pub mod generate;
 pub mod init;
 pub mod kinds;
 pub mod lease;
+pub mod listen;
 pub mod manifests;
 pub mod observe;
 pub mod outputs;

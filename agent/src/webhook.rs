@@ -69,23 +69,11 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let secret: Arc<[u8]> = secret.into();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                continue;
-            };
-            let (secret, wake) = (secret.clone(), wake.clone());
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    handle(req, peer, secret.clone(), wake.clone())
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await;
-            });
-        }
-    });
+    crate::listen::spawn(
+        listener,
+        crate::listen::Limits::default(),
+        move |req, peer| handle(req, peer, secret.clone(), wake.clone()),
+    );
     tracing::info!(%bound, "webhook receiver listening");
     Ok(bound)
 }
@@ -95,12 +83,12 @@ async fn handle(
     peer: SocketAddr,
     secret: Arc<[u8]>,
     wake: mpsc::UnboundedSender<()>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Response<Full<Bytes>> {
     let answer = |status: StatusCode, text: &'static str| {
-        Ok(Response::builder()
+        Response::builder()
             .status(status)
             .body(Full::new(Bytes::from_static(text.as_bytes())))
-            .expect("static response"))
+            .expect("static response")
     };
     if req.method() != hyper::Method::POST {
         return answer(StatusCode::METHOD_NOT_ALLOWED, "POST a push event\n");

@@ -211,22 +211,11 @@ pub fn parse_listen(s: &str) -> Result<Listen, String> {
 pub async fn serve(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|req| async move {
-                    Ok::<_, std::convert::Infallible>(answer(&req))
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await;
-            });
-        }
-    });
+    crate::listen::spawn(
+        listener,
+        crate::listen::Limits::default(),
+        |req, _peer| async move { answer(&req) },
+    );
     tracing::info!(%bound, "metrics listening on http://{bound}/metrics");
     Ok(bound)
 }
