@@ -7,10 +7,6 @@ use pve_gitops::commands;
 
 fn main() {
     let cli = Cli::parse();
-    // Every command that reaches a git remote (`init` reading a host key, `doctor`) waits
-    // on it for a bounded time; `run` sets its own bound from its settings.
-    // SAFETY: no other thread exists yet.
-    unsafe { pve_gitops::source::bound_network_waits(pve_gitops::source::DEFAULT_TIMEOUT) };
     let result = match cli.command {
         Command::Validate { dir, format } => commands::validate(&dir, format),
         Command::Render { dir, summary } => commands::render(&dir, summary),
