@@ -10,7 +10,9 @@
 //!   compressed (`DAY_INTERVAL` between passes) and full passes (resyncs) about as often
 //!   against idle ones as the defaults give (10 min / 15 s = 1 in 40). Its RSS and CPU
 //!   are read from /proc; passes are counted by the requests fakepve sees (an idle pass
-//!   is one `GET /cluster/resources`, a full pass reads every VM).
+//!   is one `GET /cluster/resources`, a full pass reads every VM). The day runs twice:
+//!   on the manifests directory, and following them in a git repository (`file://`,
+//!   polled every pass and written status to, as a node follows its remote).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,6 +25,7 @@ use pve_gitops_schema::load;
 use crate::agent::{self, Workdir};
 use crate::proc::Measured;
 use crate::support::fakepve::FakePve;
+use crate::support::git::GitRemote;
 use crate::support::pass::repo;
 use crate::support::scale as scenario;
 
@@ -73,7 +76,10 @@ pub struct Scale {
     /// The `plan` function alone: median and worst of PLAN_ROUNDS, milliseconds.
     pub plan_fn_median_ms: f64,
     pub plan_fn_max_ms: f64,
+    /// The daemon following the manifests directory.
     pub day: Day,
+    /// The same, following them in a git repository.
+    pub git_day: Day,
 }
 
 fn proc_figures(m: Measured, c: &crate::Counters) -> Proc {
@@ -115,8 +121,17 @@ pub async fn run(n: u32, day_passes: u32) -> Scale {
     eprintln!("   plan: command {plan_command:?}, function median {plan_fn_median_ms:.2} ms");
 
     let resources_per_full = drift_counters.endpoint(RESOURCES).max(1);
-    let day = day(&pve, &work, n, u64::from(day_passes), resources_per_full).await;
+    let passes = u64::from(day_passes);
+    let day_of = |source| day(&pve, &work, n, passes, resources_per_full, source);
+    let day = day_of(None).await;
     eprintln!("   day: {day:?}");
+    let remote = GitRemote::new();
+    let manifests = std::fs::read(work.manifests().join("set.yaml")).expect("manifests");
+    remote.write("set.yaml", manifests);
+    remote.commit("the scale scenario");
+    remote.push("main");
+    let git_day = day_of(Some(&remote)).await;
+    eprintln!("   day, from git: {git_day:?}");
     Scale {
         n,
         converge,
@@ -126,6 +141,7 @@ pub async fn run(n: u32, day_passes: u32) -> Scale {
         plan_fn_median_ms,
         plan_fn_max_ms,
         day,
+        git_day,
     }
 }
 
@@ -168,17 +184,30 @@ fn proc_stat(pid: u32) -> Option<(u64, u64, Duration)> {
     ))
 }
 
-/// The daemon over the converged cluster for `passes` idle passes.
-async fn day(pve: &FakePve, work: &Workdir, n: u32, passes: u64, resources_per_full: u64) -> Day {
+/// The daemon over the converged cluster for `passes` idle passes, on the manifests
+/// directory or following `remote`.
+async fn day(
+    pve: &FakePve,
+    work: &Workdir,
+    n: u32,
+    passes: u64,
+    resources_per_full: u64,
+    remote: Option<&GitRemote>,
+) -> Day {
     let vmlist = work.path(".vmlist");
     std::fs::write(&vmlist, r#"{"version": 1}"#).expect(".vmlist");
     let state = tempfile::tempdir().expect("state dir");
     let log = work.path("daemon.log");
     let file = std::fs::File::create(&log).expect("daemon log");
     let mut cmd = Command::new(agent::binary());
-    cmd.arg("run")
-        .arg(work.manifests())
-        .arg("--no-lease")
+    cmd.arg("run");
+    match remote {
+        None => cmd.arg(work.manifests()),
+        Some(r) => cmd
+            .args(["--repo", &r.url(), "--cache"])
+            .arg(r.scratch("cache")),
+    };
+    cmd.arg("--no-lease")
         .arg("--node")
         .arg("pve1")
         .arg("--state-dir")
