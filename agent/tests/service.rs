@@ -610,17 +610,23 @@ fn until_fetch_errors(addr: &str, n: f64) {
     }
 }
 
+/// The template on `pve`, and a remote whose `main` declares one VM of it.
+async fn one_vm_remote(pve: &FakePve) -> support::git::GitRemote {
+    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let remote = support::git::GitRemote::new();
+    remote.write("web.yaml", manifests(1));
+    remote.commit("one VM");
+    remote.push("main");
+    remote
+}
+
 #[tokio::test]
 async fn git_fetch_errors_are_counted() {
     let pve = fake!(Options {
         time_scale: 0.0,
         ..Options::default()
     });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
-    let remote = support::git::GitRemote::new();
-    remote.write("web.yaml", manifests(1));
-    remote.commit("one VM");
-    remote.push("main");
+    let remote = one_vm_remote(&pve).await;
     let (_running, log, addr) = git_agent(&pve, &remote.url(), &remote.scratch("agent"), &[]);
     assert_eq!(fetch_errors(&addr), 0.0);
 
@@ -644,14 +650,10 @@ async fn a_hung_git_remote_times_out_and_the_loop_goes_on() {
         time_scale: 0.0,
         ..Options::default()
     });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
-    let remote = support::git::GitRemote::new();
+    let remote = one_vm_remote(&pve).await;
     let Some(sshd) = support::sshd::Sshd::start(&remote.scratch("ssh")) else {
         return;
     };
-    remote.write("web.yaml", manifests(1));
-    remote.commit("one VM");
-    remote.push("main");
     let relay = support::relay::Relay::start(sshd.port);
     let url = format!(
         "ssh://{}@127.0.0.1:{}{}",
