@@ -352,7 +352,7 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
         None => crate::daemon::leader::hostname()?,
     };
     // Before the runtime starts threads: libgit2 keeps the bound in a global. Only with a
-    // repository: the first call into libgit2 initializes it and OpenSSL (4 MiB of RSS).
+    // repository: the first call into libgit2 initializes it and OpenSSL (about 5 MiB of RSS).
     let git_timeout = args.git.git_timeout;
     if args.git.repo.is_some() {
         // SAFETY: no other thread exists yet.

@@ -30,7 +30,7 @@ static BOUND_MS: AtomicU64 = AtomicU64::new(0);
 /// # Safety
 ///
 /// libgit2 reads the setting without synchronization: call this before any thread that
-/// may run a git operation exists (in `main`, before the runtime starts), or while no
+/// may run a git operation exists (`run`: before the runtime starts), or while no
 /// git operation runs.
 pub unsafe fn bound_network_waits(timeout: Duration) {
     let ms = libc_int_millis(timeout);
