@@ -10,6 +10,7 @@ use pve_gitops::source::{
 };
 use std::path::Path;
 use support::git::{fingerprint, git, public_key, ssh_keygen, GitRemote};
+use support::relay::Relay;
 use support::sshd::Sshd;
 
 fn oid(s: &str) -> Oid {
@@ -659,18 +660,6 @@ fn credentials_stay_out_of_urls_and_errors() {
         .contains("plain http"));
 }
 
-/// A loopback port that accepts connections and never says a word (a hung forge, a proxy
-/// dropping the traffic). The connections stay open as long as the test runs.
-fn silent_remote() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let held: Vec<_> = listener.incoming().collect();
-        drop(held);
-    });
-    port
-}
-
 /// `op` on its own thread, with a deadline far past the bound it is expected to keep.
 fn within<T: Send + 'static>(
     deadline: std::time::Duration,
@@ -687,9 +676,12 @@ fn a_remote_that_accepts_and_never_answers_is_unreachable_not_a_hang() {
     // SAFETY: nextest runs each test in its own process; no git operation runs yet.
     unsafe { pve_gitops::source::bound_network_waits(std::time::Duration::from_secs(1)) };
     let cache = tempfile::tempdir().unwrap();
+    // Ports that accept connections and never say a word (a hung forge, a proxy dropping
+    // the traffic), for as long as the test runs.
+    let (silent_https, silent_ssh) = (Relay::silent(), Relay::silent());
     let https = {
         let mut c = SourceConfig::new(
-            format!("https://127.0.0.1:{}/infra.git", silent_remote()),
+            format!("https://127.0.0.1:{}/infra.git", silent_https.port),
             "main",
         );
         c.cache_root = cache.path().join("https");
@@ -697,7 +689,7 @@ fn a_remote_that_accepts_and_never_answers_is_unreachable_not_a_hang() {
     };
     let ssh = {
         let mut c = SourceConfig::new(
-            format!("ssh://git@127.0.0.1:{}/infra.git", silent_remote()),
+            format!("ssh://git@127.0.0.1:{}/infra.git", silent_ssh.port),
             "main",
         );
         c.cache_root = cache.path().join("ssh");

@@ -182,7 +182,7 @@ impl<'a> Session<'a> {
             None if super::timeout::ran_out(&err) => Error::Unreachable {
                 url,
                 action: action.to_string(),
-                message: super::timeout::explain(err.message()),
+                message: super::timeout::describe(&err),
                 last_fetched,
             },
             // OpenSSL's verdict on a certificate shown to the callback (libgit2 reports

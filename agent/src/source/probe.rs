@@ -45,11 +45,7 @@ pub fn host_key_fingerprint(url: &str) -> Result<String, Error> {
         (None, Err(e)) => Err(Error::Unreachable {
             url,
             action: "reading the host key".into(),
-            message: if super::timeout::ran_out(&e) {
-                super::timeout::explain(e.message())
-            } else {
-                e.message().to_string()
-            },
+            message: super::timeout::describe(&e),
             last_fetched: None,
         }),
         (None, Ok(())) => Err(Error::Unreachable {

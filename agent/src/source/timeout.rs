@@ -55,8 +55,13 @@ pub(crate) fn ran_out(err: &git2::Error) -> bool {
         || message.contains("resource temporarily unavailable")
 }
 
-/// `message` of a wait that [`ran_out`], saying so and naming the bound.
-pub(crate) fn explain(message: &str) -> String {
+/// libgit2's message for `err`; for a wait that [`ran_out`], saying so and naming the
+/// bound.
+pub(crate) fn describe(err: &git2::Error) -> String {
+    let message = err.message();
+    if !ran_out(err) {
+        return message.to_string();
+    }
     match BOUND_MS.load(Ordering::Relaxed) {
         0 => format!("the remote stopped answering ({message})"),
         ms => format!(

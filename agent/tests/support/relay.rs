@@ -15,17 +15,30 @@ pub struct Relay {
 impl Relay {
     /// Relay a fresh loopback port to `127.0.0.1:target`.
     pub fn start(target: u16) -> Relay {
+        Relay::open(Some(target))
+    }
+
+    /// A fresh loopback port that is silent from the start, in front of nothing.
+    pub fn silent() -> Relay {
+        Relay::open(None)
+    }
+
+    /// Hung from the start without a `target` (it is never connected to then).
+    fn open(target: Option<u16>) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let hung = Arc::new(AtomicBool::new(false));
+        let hung = Arc::new(AtomicBool::new(target.is_none()));
         let held = Arc::new(Mutex::new(Vec::new()));
         let flag = hung.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().map_while(Result::ok) {
-                if flag.load(Ordering::SeqCst) {
-                    held.lock().unwrap().push(client);
-                    continue;
-                }
+                let target = match target {
+                    Some(t) if !flag.load(Ordering::SeqCst) => t,
+                    _ => {
+                        held.lock().unwrap().push(client);
+                        continue;
+                    }
+                };
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
