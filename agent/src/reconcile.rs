@@ -351,13 +351,8 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
         Some(n) => n.clone(),
         None => crate::daemon::leader::hostname()?,
     };
-    // Before the runtime starts threads: libgit2 keeps the bound in a global. Only with a
-    // repository: the first call into libgit2 initializes it and OpenSSL (about 5 MiB of RSS).
     let git_timeout = args.git.git_timeout;
-    if args.git.repo.is_some() {
-        // SAFETY: no other thread exists yet.
-        unsafe { crate::source::bound_network_waits(git_timeout) };
-    }
+    crate::source::bound_network_waits(git_timeout);
     let lease_args = args.lease.clone();
     let parts = daemon_parts(&args, &node)?;
     let watched = args.dir.clone();

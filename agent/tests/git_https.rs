@@ -211,6 +211,82 @@ fn https_fetch_and_push_with_a_token_and_a_private_ca() {
     assert!(err.to_string().contains("does not use HTTPS"), "{err}");
 }
 
+/// The log's lines from `mark` on, each without its `conn=` field.
+fn requests_since(server: &HttpsGit, mark: usize) -> Vec<String> {
+    server
+        .log()
+        .lines()
+        .skip(mark)
+        .map(|l| l.split(" conn=").next().unwrap_or(l).to_string())
+        .collect()
+}
+
+/// The agent speaks smart HTTP itself (libgit2's transport made a TLS handshake per
+/// poll): an idle poll is one request on the connection the last one left open; a
+/// repository moved on the same server is followed for the listing and the download; a
+/// redirect to another origin is refused and nothing is sent there.
+#[test]
+fn polls_share_one_connection_and_redirects_stay_on_the_server() {
+    let remote = GitRemote::new();
+    remote.write("clusters/prod/a.yaml", "a: 1\n");
+    let head = Oid::from_str(&remote.commit("over https")).unwrap();
+    remote.push("main");
+    let Some((server, token)) = served(&remote) else {
+        return;
+    };
+
+    let mut source = Source::open(https_config(&server, &remote, &token, "c1")).unwrap();
+    assert!(matches!(source.poll(), Ok(Poll::Updated(u)) if u.head == head));
+    let mark = server.log().lines().count();
+    for _ in 0..3 {
+        assert_eq!(source.poll().unwrap(), Poll::Unchanged { head });
+    }
+    assert_eq!(
+        requests_since(&server, mark),
+        vec!["GET /remote.git/info/refs 200 user=git"; 3],
+        "one request per idle poll"
+    );
+    let log = server.log();
+    let connections: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter_map(|l| l.split(" conn=").nth(1))
+        .collect();
+    assert_eq!(connections.len(), 1, "one connection for all:\n{log}");
+
+    let moved = |path: &str, cache: &str| {
+        let mut c = https_config(&server, &remote, &token, cache);
+        c.url = server.url(path);
+        Source::open(c).unwrap()
+    };
+    let mark = server.log().lines().count();
+    let mut source = moved("moved/remote.git", "c2");
+    assert!(matches!(source.poll(), Ok(Poll::Updated(u)) if u.head == head));
+    assert_eq!(
+        requests_since(&server, mark),
+        [
+            "GET /moved/remote.git/info/refs 301 user=-",
+            "GET /remote.git/info/refs 200 user=git",
+            "POST /remote.git/git-upload-pack 200 user=git",
+        ]
+    );
+
+    let mark = server.log().lines().count();
+    let err = moved("elsewhere/remote.git", "c3").poll().unwrap_err();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&format!(
+            "the remote redirects to https://localhost:{}; configure that URL",
+            server.port
+        )),
+        "{err}"
+    );
+    assert_no_token(&err);
+    assert_eq!(
+        requests_since(&server, mark),
+        ["GET /elsewhere/remote.git/info/refs 301 user=-"]
+    );
+}
+
 fn manifests(replicas: u32) -> String {
     support::manifests::web_set(replicas, 801, "[pve1]", "1G")
 }

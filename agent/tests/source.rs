@@ -673,8 +673,8 @@ fn within<T: Send + 'static>(
 
 #[test]
 fn a_remote_that_accepts_and_never_answers_is_unreachable_not_a_hang() {
-    // SAFETY: nextest runs each test in its own process; no git operation runs yet.
-    unsafe { pve_gitops::source::bound_network_waits(std::time::Duration::from_secs(1)) };
+    // nextest runs each test in its own process: the bound is this test's alone.
+    pve_gitops::source::bound_network_waits(std::time::Duration::from_secs(1));
     let cache = tempfile::tempdir().unwrap();
     // Ports that accept connections and never say a word (a hung forge, a proxy dropping
     // the traffic), for as long as the test runs.

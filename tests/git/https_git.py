@@ -10,8 +10,12 @@ else gets 401 with a `WWW-Authenticate: Basic` challenge, as a forge answers.
 
 prints one JSON line when listening:
     {"port": N, "ca_file": ".../ca.pem", "other_ca_file": ".../other-ca.pem"}
-and then logs one line per request to stderr (method, path, status, the user name; never
-the credentials). `other_ca_file` is a CA that did not issue the server's certificate.
+and then logs one line per request to stderr (method, path, status, the user name and the
+client's port, which tells connections apart; never the credentials). `other_ca_file` is
+a CA that did not issue the server's certificate.
+
+Two prefixes redirect (301), as a forge does for a moved repository: `/moved/P` to `/P` on
+this server, `/elsewhere/P` to `/P` on `https://localhost:<port>` (another origin).
 
 Only the standard library and the `openssl` and `git` commands are used.
 """
@@ -105,11 +109,22 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
-        print(f"{self.command} {urlsplit(self.path).path} {status} user={user}",
-              file=sys.stderr, flush=True)
+        print(f"{self.command} {urlsplit(self.path).path} {status} user={user} "
+              f"conn={self.client_address[1]}", file=sys.stderr, flush=True)
+
+    def redirect(self):
+        """Answer a redirecting prefix; False if the path has none."""
+        for prefix, origin in (("/moved/", ""),
+                               ("/elsewhere/", f"https://localhost:{self.server.server_address[1]}")):
+            if self.path.startswith(prefix):
+                self.answer(301, [("Location", origin + self.path[len(prefix) - 1:])], b"")
+                return True
+        return False
 
     def handle_git(self):
         body = self.body() if self.command == "POST" else b""
+        if self.redirect():
+            return
         user = self.user()
         if user is None:
             self.answer(401, [("WWW-Authenticate", 'Basic realm="git"'),

@@ -101,7 +101,7 @@ impl Manifests for Git {
     /// [`refusal`](Manifests::refusal), so the status branch says why nothing is applied.
     fn revision(&mut self) -> Result<String> {
         self.refused = None;
-        match self.source.poll() {
+        match blocking(|| self.source.poll()) {
             Ok(Poll::Unchanged { head }) => Ok(head.to_string()),
             Ok(Poll::Updated(update)) => {
                 if update.history_rewritten {
@@ -165,8 +165,7 @@ impl Manifests for Git {
             let head = if self.source.repository().find_commit(head).is_ok() {
                 Some(head)
             } else {
-                self.source
-                    .fetch_branch(&branch)
+                blocking(|| self.source.fetch_branch(&branch))
                     .with_context(|| format!("fetching branch `{branch}` for its preview"))?
             };
             if let Some(head) = head {
@@ -184,14 +183,28 @@ impl Manifests for Git {
         node: &str,
     ) -> Result<Option<String>> {
         let status_branch = self.status_branch.clone();
-        crate::report::branch::commit_status(
-            &mut self.source,
-            &status_branch,
-            cluster,
-            files,
-            message,
-            node,
-        )
+        blocking(|| {
+            crate::report::branch::commit_status(
+                &mut self.source,
+                &status_branch,
+                cluster,
+                files,
+                message,
+                node,
+            )
+        })
         .map(|c| c.map(|c| c.to_string()))
+    }
+}
+
+/// Run `f`, which waits on the git remote, telling the daemon's runtime so: its other
+/// tasks (the metrics endpoint, the webhook, the lease) move to other threads meanwhile,
+/// and the HTTPS transport's blocking client may wait here. Off a multi-threaded
+/// runtime (a plain thread, a test's single-threaded one), `f` just runs.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }

@@ -257,8 +257,7 @@ fn repository_checks(s: &RunArgs, cache: Option<&Path>) -> Vec<Check> {
         Some(c) => c.to_path_buf(),
         None => scratch.clone(),
     };
-    // SAFETY: the checks run one after the other; no git operation runs now.
-    unsafe { crate::source::bound_network_waits(git.git_timeout) };
+    crate::source::bound_network_waits(git.git_timeout);
     let result = crate::reconcile::source_config(url, &git)
         .and_then(|c| Ok(crate::source::Source::open(c)?))
         .and_then(|mut source| {

@@ -61,8 +61,7 @@ pub fn from_known_hosts(file: &Path, url: &str) -> Result<Vec<String>> {
 /// Read the server's host key and ask the operator to confirm it. Without a terminal
 /// to ask on, fail with the fingerprint and how to pin it.
 pub fn confirm(url: &str, out: &mut dyn Write) -> Result<Vec<String>> {
-    // SAFETY: init's steps run one after the other; no git operation runs now.
-    unsafe { crate::source::bound_network_waits(crate::source::DEFAULT_TIMEOUT) };
+    crate::source::bound_network_waits(crate::source::DEFAULT_TIMEOUT);
     let fingerprint = crate::source::host_key_fingerprint(url)?;
     let host = host_and_port(url).map_or_else(|| url.to_string(), |(h, _)| h);
     writeln!(out, "[??] the SSH host key of {host} is {fingerprint}")?;

@@ -24,13 +24,15 @@
 //! # }
 //! ```
 //!
-//! - Transports: SSH with a deploy key and a pinned host key (`hostkey.rs`: never trusted
-//!   on first use), HTTPS with a token read from a file (the password of basic auth; TLS
-//!   by libgit2's OpenSSL against the system's store, or against a CA file: `tls.rs`),
-//!   `file://` and absolute paths. Credentials never appear in a URL, a log line or an
-//!   error (`url.rs`, `error.rs`).
+//! - Transports: SSH with a deploy key and a pinned host key (`ssh.rs`; pins:
+//!   `hostkey.rs`, never trusted on first use), HTTPS with a token read from a file (the
+//!   password of basic auth; `smart_http.rs`, trusted CAs: `tls.rs`), `file://` and
+//!   absolute paths. libgit2 speaks git; the network transports are the agent's own
+//!   (`transport.rs` says why). Credentials never appear in a URL, a log line or an error
+//!   (`url.rs`, `error.rs`).
 //! - A poll lists the remote's refs over one connection and downloads objects only when
-//!   the branch head changed (`fetch.rs`), so an idle agent costs one round trip per poll.
+//!   the branch head changed (`fetch.rs`), so an idle agent costs one round trip per poll
+//!   (over HTTPS, on a connection kept open since the last one).
 //! - The cache (`cache.rs`) is a bare repository per URL under a root directory; it
 //!   survives restarts, and a corrupted or deleted cache is rebuilt and reported.
 //!   Force-pushes are followed and reported.
@@ -43,7 +45,9 @@
 //!   remote that accepts the connection and then hangs is an unreachable remote, not a
 //!   stuck agent.
 //!
-//! Every call blocks (libgit2 is synchronous): call it from `spawn_blocking` in async code.
+//! Every call blocks (libgit2 is synchronous): in async code, call it from
+//! `spawn_blocking` or `block_in_place` (the HTTPS transport's blocking client refuses to
+//! wait on an async runtime's thread otherwise).
 
 mod cache;
 mod connect;
@@ -53,8 +57,11 @@ mod hostkey;
 mod probe;
 mod push;
 mod signers;
+mod smart_http;
+mod ssh;
 mod timeout;
 mod tls;
+mod transport;
 mod tree;
 mod url;
 
@@ -70,8 +77,12 @@ pub use url::{RemoteUrl, Transport};
 
 use connect::Session;
 use git2::{Oid, Repository};
+use smart_http::HttpRemote;
+use ssh::SshRemote;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+use transport::Remote;
 
 /// How often the agent should poll when nothing tells it the repository changed.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(15);
@@ -163,9 +174,9 @@ pub struct Stats {
 pub struct Source {
     url: RemoteUrl,
     branch: String,
-    credentials: Credentials,
-    host_keys: Option<HostKeyPins>,
-    ca: Option<tls::CaTrust>,
+    /// What the transports need for a network remote (the HTTP client is kept between
+    /// polls); `None` for a local one.
+    remote: Option<Remote>,
     signers: Option<AllowedSigners>,
     path: PathBuf,
     repo: Repository,
@@ -223,9 +234,9 @@ impl Source {
             }
             _ => {}
         }
-        let ca = match (&config.ca_file, url.transport()) {
-            (None, _) => None,
-            (Some(file), Transport::Https) => Some(tls::CaTrust::load(file).map_err(config_error)?),
+        let trust = match (&config.ca_file, url.transport()) {
+            (None, _) => tls::Trust::System,
+            (Some(file), Transport::Https) => tls::Trust::load(file).map_err(config_error)?,
             (Some(_), _) => {
                 return Err(config_error(
                     "a CA file verifies an HTTPS server; this remote does not use HTTPS"
@@ -233,14 +244,34 @@ impl Source {
                 ))
             }
         };
+        let remote = match (url.transport(), config.credentials, config.host_keys) {
+            (Transport::Https | Transport::Http, credentials, _) => {
+                let token = match credentials {
+                    Credentials::Token { file } => Some(file),
+                    _ => None,
+                };
+                Some(Remote::Http(Arc::new(HttpRemote::new(
+                    url.clone(),
+                    token,
+                    trust,
+                ))))
+            }
+            (Transport::Ssh, credentials, Some(pins)) => {
+                let key = match credentials {
+                    Credentials::SshKey { private_key } => Some(private_key),
+                    _ => None,
+                };
+                let ssh = SshRemote::new(&url, key, pins).map_err(config_error)?;
+                Some(Remote::Ssh(Arc::new(ssh)))
+            }
+            _ => None,
+        };
         let path = cache::cache_dir(&config.cache_root, &url);
         let (repo, event) = cache::open(&path, &url, &config.branch)?;
         Ok(Self {
             url,
             branch: config.branch,
-            credentials: config.credentials,
-            host_keys: config.host_keys,
-            ca,
+            remote,
             signers: config.allowed_signers,
             path,
             repo,
@@ -430,12 +461,7 @@ impl Source {
     }
 
     fn session(&self) -> Session<'_> {
-        Session::new(
-            &self.url,
-            &self.credentials,
-            self.host_keys.as_ref(),
-            self.ca.as_ref(),
-        )
+        Session::new(&self.url, self.remote.as_ref())
     }
 
     /// Rebuild the cache if it was deleted under us.

@@ -8,9 +8,8 @@
 
 use super::error::Error;
 use super::hostkey::fingerprint;
+use super::ssh::{handshake, host_key_sha256, Target};
 use super::url::{RemoteUrl, Transport};
-use git2::{CertificateCheckStatus, Direction, RemoteCallbacks};
-use std::cell::Cell;
 
 /// The `SHA256:…` fingerprint of the host key the SSH remote `url` presents.
 pub fn host_key_fingerprint(url: &str) -> Result<String, Error> {
@@ -25,34 +24,19 @@ pub fn host_key_fingerprint(url: &str) -> Result<String, Error> {
             message: "only an SSH remote has a host key to pin".into(),
         });
     }
-    let seen: Cell<Option<[u8; 32]>> = Cell::new(None);
-    let mut callbacks = RemoteCallbacks::new();
-    callbacks.certificate_check(|cert, _host| {
-        seen.set(cert.as_hostkey().and_then(|k| k.hash_sha256()).copied());
-        // Stop here: nothing is trusted until the operator has confirmed the key.
-        Err::<CertificateCheckStatus, _>(git2::Error::from_str("host key recorded"))
-    });
-    let mut remote =
-        git2::Remote::create_detached(remote_url.as_str()).map_err(|e| Error::Config {
-            url: url.clone(),
-            message: e.message().to_string(),
-        })?;
-    let result = remote
-        .connect_auth(Direction::Fetch, Some(callbacks), None)
-        .map(|_| ());
-    match (seen.get(), result) {
-        (Some(sha), _) => Ok(fingerprint(&sha)),
-        (None, Err(e)) => Err(Error::Unreachable {
-            url,
-            action: "reading the host key".into(),
-            message: super::timeout::describe(&e),
-            last_fetched: None,
-        }),
-        (None, Ok(())) => Err(Error::Unreachable {
-            url,
-            action: "reading the host key".into(),
-            message: "the server presented no SHA-256 host key".into(),
-            last_fetched: None,
-        }),
-    }
+    let target = Target::parse(remote_url.as_str()).map_err(|message| Error::Config {
+        url: url.clone(),
+        message,
+    })?;
+    let unreachable = |message: String| Error::Unreachable {
+        url: url.clone(),
+        action: "reading the host key".into(),
+        message,
+        last_fetched: None,
+    };
+    // Dropped right after: nothing is trusted until the operator has confirmed the key.
+    let session = handshake(&target).map_err(unreachable)?;
+    host_key_sha256(&session)
+        .map(|sha| fingerprint(&sha))
+        .ok_or_else(|| unreachable("the server presented no SHA-256 host key".into()))
 }

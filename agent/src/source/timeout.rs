@@ -9,9 +9,9 @@
 //! last head it fetched, says why in its log and metrics, and tries again next poll.
 //!
 //! The bound is on each wait, not on a whole operation: connecting, and every read or
-//! write once connected (libgit2's server connect and server timeouts, which it also
-//! gives libssh2 as the SSH session's timeout). A large fetch that keeps receiving is
-//! never cut short.
+//! write once connected (the SSH session's timeout; the smart HTTP client's wait for an
+//! answer and for each read of it). A large fetch that keeps receiving is never cut
+//! short.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,33 +21,22 @@ use std::time::Duration;
 /// two minutes.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The bound set last, in milliseconds (0: none set), for error messages.
+/// The bound set last, in milliseconds (0: none set).
 static BOUND_MS: AtomicU64 = AtomicU64::new(0);
 
-/// Bound every wait on a git remote by `timeout`, for the whole process (libgit2 keeps it
-/// in a global). A zero `timeout` is taken as the smallest bound, never as "forever".
-///
-/// # Safety
-///
-/// libgit2 reads the setting without synchronization: call this before any thread that
-/// may run a git operation exists (`run`: before the runtime starts), or while no
-/// git operation runs.
-pub unsafe fn bound_network_waits(timeout: Duration) {
-    let ms = libc_int_millis(timeout);
-    BOUND_MS.store(ms.unsigned_abs().into(), Ordering::Relaxed);
-    // SAFETY: the caller guarantees no git operation runs concurrently. Both calls only
-    // store an int and cannot fail (git2 returns `Ok` for them unconditionally).
-    unsafe {
-        git2::opts::set_server_connect_timeout_in_milliseconds(ms)
-            .expect("setting libgit2's connect timeout");
-        git2::opts::set_server_timeout_in_milliseconds(ms)
-            .expect("setting libgit2's server timeout");
-    }
+/// Bound every wait on a git remote by `timeout`, for the whole process: the transports
+/// (`transport.rs`) read it when they connect. A zero `timeout` is taken as the smallest
+/// bound, never as "forever".
+pub fn bound_network_waits(timeout: Duration) {
+    let ms = u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    BOUND_MS.store(ms, Ordering::Relaxed);
 }
 
-/// Whether `err` is a wait on the remote that ran out: libgit2's own timeout, libssh2's
-/// ("Timed out waiting on socket"), or OpenSSL's read of a socket whose wait ran out
-/// (EAGAIN, "Resource temporarily unavailable"), which libgit2 passes on as an SSL error.
+/// Whether `err` is a wait on the remote that ran out: libgit2's own timeout, or libssh2's
+/// ("Timed out waiting on socket", or a socket read that gave up with EAGAIN, "Resource
+/// temporarily unavailable").
 pub(crate) fn ran_out(err: &git2::Error) -> bool {
     let message = err.message().to_ascii_lowercase();
     err.code() == git2::ErrorCode::Timeout
@@ -58,23 +47,32 @@ pub(crate) fn ran_out(err: &git2::Error) -> bool {
 /// libgit2's message for `err`; for a wait that [`ran_out`], saying so and naming the
 /// bound.
 pub(crate) fn describe(err: &git2::Error) -> String {
-    let message = err.message();
-    if !ran_out(err) {
-        return message.to_string();
+    if ran_out(err) {
+        waited(err.message())
+    } else {
+        err.message().to_string()
     }
+}
+
+/// The message for a wait on the remote that ran out, `detail` being what the transport
+/// said about it.
+pub(crate) fn waited(detail: &str) -> String {
     match BOUND_MS.load(Ordering::Relaxed) {
-        0 => format!("the remote stopped answering ({message})"),
+        0 => format!("the remote stopped answering ({detail})"),
         ms => format!(
-            "no answer within {} ({message}); the bound is repo.timeout, --git-timeout",
+            "no answer within {} ({detail}); the bound is repo.timeout, --git-timeout",
             humantime::format_duration(Duration::from_millis(ms))
         ),
     }
 }
 
-/// `d` in milliseconds for libgit2: at least 1 (0 means "no bound" there), at most
-/// what its `int` holds.
-fn libc_int_millis(d: Duration) -> i32 {
-    i32::try_from(d.as_millis()).unwrap_or(i32::MAX).max(1)
+/// The bound on each wait: the one set last, else [`DEFAULT_TIMEOUT`]. The smart HTTP
+/// transport reads it when it builds its client.
+pub(crate) fn bound() -> Duration {
+    match BOUND_MS.load(Ordering::Relaxed) {
+        0 => DEFAULT_TIMEOUT,
+        ms => Duration::from_millis(ms),
+    }
 }
 
 #[cfg(test)]
@@ -82,10 +80,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn millis_are_clamped_to_what_libgit2_takes() {
-        assert_eq!(libc_int_millis(Duration::ZERO), 1);
-        assert_eq!(libc_int_millis(Duration::from_micros(300)), 1);
-        assert_eq!(libc_int_millis(DEFAULT_TIMEOUT), 30_000);
-        assert_eq!(libc_int_millis(Duration::from_secs(u64::MAX)), i32::MAX);
+    fn a_zero_bound_is_the_smallest_and_the_bound_is_read_back() {
+        bound_network_waits(Duration::ZERO);
+        assert_eq!(bound(), Duration::from_millis(1));
+        bound_network_waits(Duration::from_secs(7));
+        assert_eq!(bound(), Duration::from_secs(7));
+        assert!(waited("x").starts_with("no answer within 7s (x)"));
     }
 }

@@ -1,39 +1,41 @@
 //! Which HTTPS git server the agent trusts.
 //!
-//! Without a CA file, libgit2's OpenSSL verifies the server against the system's CA store
-//! (a forge with a public certificate). With one (`repo.caFile`, `--git-ca-file`: a
-//! self-hosted forge behind a private CA, as the PVE API is behind the cluster's), the
-//! server's certificate must chain to a certificate in that file and name the host, and
-//! the system store plays no part: the check is made here, with rustls's WebPKI
-//! verifier, from libgit2's certificate callback.
-//!
-//! libgit2 hands the callback the server's own certificate only, not the intermediates
-//! it sent, so the file must hold the certificate that issued the server's (an
-//! intermediate is fine as the anchor). The TLS handshake itself (OpenSSL) has already
-//! proven the server holds the certificate's key.
+//! Without a CA file, the system's CA store (what git and curl trust: a forge with a
+//! public certificate). With one (`repo.caFile`, `--git-ca-file`: a self-hosted forge
+//! behind a private CA, as the PVE API is behind the cluster's), exactly the certificates
+//! in that file, and the system store plays no part. Either way the check is rustls's
+//! WebPKI verifier during the handshake, with the intermediates the server sends, so the
+//! file may hold the root as `git` and `curl` expect.
 
-use rustls::client::danger::ServerCertVerifier;
-use rustls::client::WebPkiServerVerifier;
-use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::CertificateDer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The CA certificates an HTTPS remote is verified against.
 #[derive(Clone)]
-pub(crate) struct CaTrust {
-    verifier: Arc<WebPkiServerVerifier>,
-    file: PathBuf,
+pub(crate) enum Trust {
+    /// The system's store, read when the first connection is made.
+    System,
+    /// Every certificate of this PEM file.
+    CaFile {
+        roots: Arc<RootCertStore>,
+        file: PathBuf,
+    },
 }
 
-impl std::fmt::Debug for CaTrust {
+impl std::fmt::Debug for Trust {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CaTrust")
+        match self {
+            Trust::System => f.write_str("Trust::System"),
+            Trust::CaFile { file, .. } => write!(f, "Trust::CaFile({})", file.display()),
+        }
     }
 }
 
-impl CaTrust {
+impl Trust {
     /// Every certificate of the PEM file `path` as a trust anchor; the message says what
     /// is wrong with the file (an empty bundle would refuse every server less clearly).
     pub fn load(path: &Path) -> Result<Self, String> {
@@ -48,34 +50,63 @@ impl CaTrust {
         if roots.is_empty() {
             return Err(bad("no PEM certificate found".into()));
         }
-        // The `ring` provider, passed explicitly as the PVE client does: nothing depends
-        // on a process-wide default.
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
-        Ok(Self {
-            verifier,
+        Ok(Trust::CaFile {
+            roots: Arc::new(roots),
             file: path.to_path_buf(),
         })
     }
 
-    /// Whether the DER certificate `der` chains to the CA file and is valid now for `host`
-    /// (a name or an IP address); `Err` says why not.
-    pub fn verify(&self, der: &[u8], host: &str) -> Result<(), String> {
-        let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
-            .map_err(|e| format!("`{host}` is not a host name or address: {e}"))?;
-        self.verifier
-            .verify_server_cert(&CertificateDer::from(der), &[], &name, &[], UnixTime::now())
-            .map(|_| ())
-            .map_err(|e| {
-                format!(
-                    "{e} (checked against {}, which must hold the certificate that issued \
-                     the server's)",
-                    self.file.display()
-                )
-            })
+    /// The rustls configuration that trusts exactly this. A system store that cannot be
+    /// read (no `ca-certificates`) is not an error here: every server is then refused at
+    /// the handshake, and [`Trust::explain`] says why.
+    pub fn client_config(&self) -> ClientConfig {
+        // The `ring` provider, passed explicitly as the PVE client does: nothing depends
+        // on a process-wide default.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions");
+        match self {
+            Trust::CaFile { roots, .. } => builder
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth(),
+            Trust::System => match system_verifier(provider) {
+                Ok(verifier) => builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(verifier)
+                    .with_no_client_auth(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the system's CA store cannot be read: every HTTPS git server will be refused");
+                    builder
+                        .with_root_certificates(RootCertStore::empty())
+                        .with_no_client_auth()
+                }
+            },
+        }
     }
+
+    /// `error` (a refused certificate) with what it was checked against, and what to do
+    /// about a private CA.
+    pub fn explain(&self, error: &rustls::Error) -> String {
+        match self {
+            Trust::CaFile { file, .. } => format!(
+                "{error} (checked against {}, which must hold the CA that issued the \
+                 server's certificate)",
+                file.display()
+            ),
+            Trust::System => format!(
+                "{error} (checked against the system's CA store; for a server behind a \
+                 private CA, configure that CA's certificate: repo.caFile, --git-ca-file)"
+            ),
+        }
+    }
+}
+
+/// The system store's verifier (reqwest's own choice for rustls, so it is linked anyway).
+fn system_verifier(
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<rustls_platform_verifier::Verifier>, rustls::Error> {
+    rustls_platform_verifier::Verifier::new(provider).map(Arc::new)
 }
 
 #[cfg(test)]
@@ -87,9 +118,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("ca.pem");
         std::fs::write(&empty, "nothing here\n").unwrap();
-        let err = CaTrust::load(&empty).unwrap_err();
+        let err = Trust::load(&empty).unwrap_err();
         assert!(err.contains("no PEM certificate found"), "{err}");
-        let err = CaTrust::load(&dir.path().join("missing.pem")).unwrap_err();
+        let err = Trust::load(&dir.path().join("missing.pem")).unwrap_err();
         assert!(err.contains("cannot read CA file"), "{err}");
     }
 }

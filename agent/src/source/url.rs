@@ -11,7 +11,7 @@ use std::fmt;
 pub enum Transport {
     /// `ssh://[user@]host[:port]/path` or scp-like `[user@]host:path`.
     Ssh,
-    /// `https://host/path`, TLS verified by libgit2's OpenSSL against the system CAs.
+    /// `https://host/path`, verified against the system's CAs or a CA file (`tls.rs`).
     Https,
     /// `http://host/path`: accepted only without credentials.
     Http,
