@@ -197,25 +197,18 @@ impl HttpRemote {
                 message: self.trust.explain(tls),
             };
         }
-        if error.is_timeout() {
-            return Failure::Unreachable(timeout::waited(&chain(error)));
-        }
-        Failure::Unreachable(chain(error))
+        Failure::wait(error.is_timeout(), chain(error))
     }
 
     /// The error of a read of the answer's body.
     fn read_failed(&self, error: io::Error) -> io::Error {
-        let timed_out = error.kind() == io::ErrorKind::TimedOut
+        let ran_out = error.kind() == io::ErrorKind::TimedOut
             || error
                 .get_ref()
                 .and_then(|e| e.downcast_ref::<reqwest::Error>())
                 .is_some_and(reqwest::Error::is_timeout);
-        let detail = chain(&error);
-        self.failures.keep(Failure::Unreachable(if timed_out {
-            timeout::waited(&detail)
-        } else {
-            format!("reading the answer: {detail}")
-        }))
+        let detail = format!("reading the answer: {}", chain(&error));
+        self.failures.keep(Failure::wait(ran_out, detail))
     }
 }
 

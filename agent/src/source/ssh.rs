@@ -280,14 +280,11 @@ struct Stream {
 
 impl Stream {
     fn failed(&self, e: io::Error) -> io::Error {
-        let timed_out = e.kind() == io::ErrorKind::TimedOut
+        let ran_out = e.kind() == io::ErrorKind::TimedOut
             || e.to_string().to_ascii_lowercase().contains("timed out");
-        let detail = e.to_string();
-        self.ssh.failures.keep(Failure::Unreachable(if timed_out {
-            timeout::waited(&detail)
-        } else {
-            detail
-        }))
+        self.ssh
+            .failures
+            .keep(Failure::wait(ran_out, e.to_string()))
     }
 }
 

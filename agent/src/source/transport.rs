@@ -41,6 +41,17 @@ pub(crate) enum Failure {
     Unreachable(String),
 }
 
+impl Failure {
+    /// A wait on the remote that ended in `detail`; one that `ran_out` names the bound.
+    pub fn wait(ran_out: bool, detail: String) -> Self {
+        Failure::Unreachable(if ran_out {
+            super::timeout::waited(&detail)
+        } else {
+            detail
+        })
+    }
+}
+
 /// Where a transport leaves its [`Failure`] for the session.
 #[derive(Debug, Default)]
 pub(crate) struct FailureSlot(Mutex<Option<Failure>>);
