@@ -9,16 +9,8 @@ use std::path::Path;
 
 /// `(host, port)` of an SSH URL: `ssh://user@host:port/path` or `user@host:path`.
 pub fn host_and_port(url: &str) -> Option<(String, u16)> {
-    let authority = match url.split_once("://") {
-        Some((_, rest)) => rest.split('/').next()?,
-        None => url.split(':').next()?,
-    };
-    let host_port = authority.rsplit('@').next()?;
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((h, p)) if url.contains("://") => (h, p.parse().ok()?),
-        _ => (host_port, 22),
-    };
-    (!host.is_empty()).then(|| (host.trim_matches(['[', ']']).to_string(), port))
+    let target = crate::source::SshTarget::parse(url).ok()?;
+    Some((target.host, target.port))
 }
 
 /// The lines of a known_hosts file that name the URL's host (`host` on port 22,

@@ -307,7 +307,7 @@ fn failure(
 
 /// Whether the request can have reached PVE, and whether it was the certificate.
 fn transport_kind(err: &reqwest::Error) -> TransportKind {
-    if caused_by_tls(err) {
+    if super::tls::tls_cause(err).is_some() {
         TransportKind::Tls
     } else if err.is_connect() {
         TransportKind::Connect
@@ -316,23 +316,6 @@ fn transport_kind(err: &reqwest::Error) -> TransportKind {
     } else {
         TransportKind::Other
     }
-}
-
-/// True if a rustls error is anywhere in the chain. hyper wraps it in `io::Error`s, whose
-/// `source()` skips the wrapped error itself, so those are opened with `get_ref()`.
-fn caused_by_tls(err: &(dyn std::error::Error + 'static)) -> bool {
-    if err.downcast_ref::<rustls::Error>().is_some() {
-        return true;
-    }
-    if let Some(inner) = err
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-    {
-        if caused_by_tls(inner) {
-            return true;
-        }
-    }
-    err.source().is_some_and(caused_by_tls)
 }
 
 /// `https://host:port/api2/json` from what the operator configured.

@@ -216,6 +216,22 @@ impl ServerCertVerifier for PinnedCertVerifier {
     }
 }
 
+/// The rustls error anywhere in `err`'s chain (a refused certificate, a failed
+/// handshake). hyper wraps it in `io::Error`s, whose `source()` skips the wrapped error
+/// itself, so those are opened with `get_ref()`.
+pub(crate) fn tls_cause<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let wrapped = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| tls_cause(inner));
+    wrapped.or_else(|| err.source().and_then(tls_cause))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,6 +71,7 @@ pub use hostkey::HostKeyPins;
 pub use probe::host_key_fingerprint;
 pub use push::PushOutcome;
 pub use signers::AllowedSigners;
+pub(crate) use ssh::Target as SshTarget;
 pub use timeout::{bound_network_waits, DEFAULT_TIMEOUT};
 pub use tree::{read_file, read_tree};
 pub use url::{RemoteUrl, Transport};

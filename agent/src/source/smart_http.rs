@@ -22,7 +22,7 @@
 use super::timeout;
 use super::tls::Trust;
 use super::transport::{Failure, FailureSlot};
-use super::url::RemoteUrl;
+use super::url::{RemoteUrl, Transport as UrlTransport};
 use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream, Transport};
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
@@ -44,6 +44,8 @@ pub(crate) struct HttpRemote {
     /// The URL as configured, for messages.
     url: RemoteUrl,
     user: String,
+    /// The URL's host, for a refused certificate's message.
+    host: String,
     token_file: Option<PathBuf>,
     trust: Trust,
     /// Built on first use, on the thread libgit2 calls from (reqwest's blocking client
@@ -63,14 +65,20 @@ impl std::fmt::Debug for HttpRemote {
 
 impl HttpRemote {
     pub fn new(url: RemoteUrl, token_file: Option<PathBuf>, trust: Trust) -> Self {
-        let user = Url::parse(url.as_str())
-            .ok()
+        let parsed = Url::parse(url.as_str()).ok();
+        let user = parsed
+            .as_ref()
             .map(|u| u.username().to_string())
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| DEFAULT_USER.to_string());
+        let host = parsed
+            .as_ref()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
         Self {
             url,
             user,
+            host,
             token_file,
             trust,
             client: OnceLock::new(),
@@ -87,14 +95,9 @@ impl HttpRemote {
             return Ok(client);
         }
         let bound = timeout::bound();
-        let https = self
-            .url
-            .as_str()
-            .get(..8)
-            .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
         let client = Client::builder()
             .tls_backend_preconfigured(self.trust.client_config())
-            .https_only(https)
+            .https_only(self.url.transport() == UrlTransport::Https)
             .user_agent(USER_AGENT)
             // As libgit2 did: no proxy unless configured (there is no setting yet).
             .no_proxy()
@@ -138,7 +141,7 @@ impl HttpRemote {
                     CONTENT_TYPE,
                     format!("application/x-{}-request", request.service),
                 )
-                .header(ACCEPT, format!("application/x-{}-result", request.service))
+                .header(ACCEPT, request.content_type())
                 .body(body),
         };
         if let Some(auth) = self.authorization()? {
@@ -187,13 +190,9 @@ impl HttpRemote {
     /// A reqwest error as a [`Failure`]: a wait that ran out, a refused certificate, or
     /// anything else that kept the answer from arriving.
     fn classify(&self, error: &reqwest::Error) -> Failure {
-        if let Some(tls) = find_tls_error(error) {
-            let host = Url::parse(self.url.as_str())
-                .ok()
-                .and_then(|u| u.host_str().map(str::to_string))
-                .unwrap_or_default();
+        if let Some(tls) = crate::pve::tls::tls_cause(error) {
             return Failure::Tls {
-                host,
+                host: self.host.clone(),
                 message: self.trust.explain(tls),
             };
         }
@@ -386,24 +385,6 @@ fn same_origin_redirects() -> redirect::Policy {
             attempt.follow()
         }
     })
-}
-
-/// The rustls error behind a failed request, if a certificate was refused.
-fn find_tls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        // io::Error's `source` skips the error it wraps: look inside it.
-        if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
-            if let Some(tls) = find_tls_error(inner) {
-                return Some(tls);
-            }
-        }
-        next = e.source();
-    }
-    None
 }
 
 /// An error and its causes, as one line (reqwest's own message names only the first).
