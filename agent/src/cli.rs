@@ -295,6 +295,11 @@ pub struct GitArgs {
     /// Apply only heads signed by a key in this allowed-signers file (ssh-keygen format).
     #[arg(long)]
     pub allowed_signers: Option<PathBuf>,
+    /// How often the remote is asked whether the branch moved (`0s`: every pass). A
+    /// verified push webhook, a change of the config file and taking over as leader make
+    /// the agent ask at once.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    pub git_interval: std::time::Duration,
     /// How long the git remote may keep the agent waiting, to connect or for the next
     /// bytes of a fetch or push, before the operation fails as unreachable (the last
     /// fetched head stays applied). Not a bound on a whole transfer. Read at start.

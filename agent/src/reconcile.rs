@@ -453,6 +453,7 @@ fn daemon_parts(args: &RunArgs, node: &str) -> Result<crate::daemon::reload::Rec
                 source,
                 args.git.path.clone(),
                 args.git.status_branch.clone(),
+                args.git.git_interval,
             );
             (Box::new(git), cluster)
         }

@@ -178,7 +178,7 @@ fn start_agent(pve: &FakePve, remote: &GitRemote) -> Agent {
         .arg(scratch.join("state"))
         .arg("--cache")
         .arg(scratch.join("cache"))
-        .args(["--interval", "50ms"])
+        .args(["--interval", "50ms", "--git-interval", "0s"])
         .arg("--vmlist")
         .arg(scratch.join("no-vmlist"))
         .arg("--identity")

@@ -144,6 +144,9 @@ async fn soak(seed: u64, chaos: Duration) -> Result<(), String> {
             source: Source::Repo {
                 url: remote.url(),
                 identity,
+                // Asked every fourth pass, as the defaults (15 s, 1 min) do: a new leader
+                // must ask before it applies.
+                git_interval: "600ms",
             },
             api_url: pve.base_url(),
             ca_file: pve.info.ca_file.clone(),

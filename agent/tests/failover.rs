@@ -8,11 +8,14 @@
 //! have moved at least 20 times (in the windows and in the leader record's term), and
 //! every VM pushed during the failovers must exist exactly once.
 //!
+//! A second test follows a git repository asked for its head only once an hour: the
+//! follower that takes over must ask again before it applies, or it would apply the
+//! older head it heard of while following.
+//!
 //! The agents and the emulation they share are [`support::agents`]: the emulation is
 //! served from this test process, the agents only see their mounts, and the lease
 //! timing is scaled down (lifetime 2 s, self-fence margin 1 s, renew 250 ms).
 
-#[macro_use]
 mod support;
 
 use std::collections::BTreeMap;
@@ -23,7 +26,9 @@ use pve_gitops::daemon::leader::monotonic_ns;
 use pve_gitops::lease::LeaderIdentity;
 use serde_json::Value;
 use support::agents::{AgentConfig, Cluster, Source, NODES};
+use support::corpus::{data, CLUSTER_DIR};
 use support::fakepve::{FakePve, Options};
+use support::git::GitRemote;
 
 /// The bound for a takeover after kill -9 or quorum loss: lifetime + 15 s.
 const TAKEOVER: Duration = Duration::from_secs(17);
@@ -147,20 +152,28 @@ async fn guest_names(pve: &FakePve) -> BTreeMap<String, usize> {
     names
 }
 
+/// fakepve at time scale 0 with template 9000 on pve1, and every node's token file
+/// (`None`: fakepve cannot run here, and the test is skipped).
+async fn api() -> Option<(FakePve, BTreeMap<&'static str, String>)> {
+    let pve = FakePve::start(Options {
+        time_scale: 0.0,
+        ..Options::default()
+    })?;
+    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let token = format!("{}={}\n", pve.info.token_id, pve.info.token_secret);
+    let tokens = NODES.iter().map(|n| (*n, token.clone())).collect();
+    Some((pve, tokens))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_failovers_never_two_writers_and_no_duplicates() {
     if !fuse_ready_or_skip() {
         return;
     }
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
-
+    let Some((pve, tokens)) = api().await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let token = format!("{}={}\n", pve.info.token_id, pve.info.token_secret);
-    let tokens: BTreeMap<&str, String> = NODES.iter().map(|n| (*n, token.clone())).collect();
     let manifests = dir.path().join("manifests");
     std::fs::create_dir(&manifests).unwrap();
     std::fs::write(manifests.join("0-header.yaml"), HEADER).unwrap();
@@ -280,4 +293,87 @@ async fn twenty_failovers_never_two_writers_and_no_duplicates() {
         "term {} after {CHANGES} changes",
         record.term
     );
+}
+
+/// The follower that takes over asks the remote for the head before it applies: a head
+/// pushed while it followed, which the old leader never saw, is applied at once even
+/// though neither agent would ask the remote again for an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_applies_the_newest_head_not_the_one_it_heard_of_while_following() {
+    if !fuse_ready_or_skip() {
+        return;
+    }
+    let Some((pve, tokens)) = api().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("age.key");
+    std::fs::copy(data("sops/humphd-sops-age/key.txt"), &identity).unwrap();
+    std::fs::set_permissions(
+        &identity,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+
+    let remote = GitRemote::new();
+    remote.write(&format!("{CLUSTER_DIR}/0-header.yaml"), HEADER);
+    remote.write(&format!("{CLUSTER_DIR}/first.yaml"), vm("first"));
+    let first = remote.commit("first");
+    remote.push("main");
+
+    let mut c = Cluster::new(
+        dir.path(),
+        AgentConfig {
+            source: Source::Repo {
+                url: remote.url(),
+                identity,
+                git_interval: "1h",
+            },
+            api_url: pve.base_url(),
+            ca_file: pve.info.ca_file.clone(),
+        },
+        &tokens,
+    );
+    start(&mut c, "pve1");
+    let old = leader(&c);
+    assert_eq!(old, "pve1");
+    start(&mut c, "pve2");
+    until(
+        &c,
+        Duration::from_secs(20),
+        "pve2 fetches the first head",
+        |c| c.fetched("pve2").as_deref() == Some(first.as_str()),
+    );
+    assert_eq!(
+        guest_names(&pve).await,
+        BTreeMap::from([("first".into(), 1)])
+    );
+
+    // Pushed while pve2 follows; nobody asks the remote for an hour.
+    remote.write(&format!("{CLUSTER_DIR}/second.yaml"), vm("second"));
+    let second = remote.commit("second");
+    remote.push("main");
+    let since = monotonic_ns();
+    c.kill("pve1");
+    let (next, took) = new_leader(&c, "pve1", since, TAKEOVER);
+    assert_eq!(next, "pve2");
+    eprintln!("pve2 took over in {took:?}");
+    assert_eq!(c.fetched("pve2").as_deref(), Some(second.as_str()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let names = guest_names(&pve).await;
+        if names.contains_key("second") {
+            assert_eq!(
+                names,
+                BTreeMap::from([("first".into(), 1), ("second".into(), 1)])
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new leader did not apply the pushed head: {names:?}\n{}",
+            c.log_tails(15)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

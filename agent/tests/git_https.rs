@@ -330,7 +330,7 @@ async fn run_follows_an_https_remote_configured_in_the_config_file() {
     std::fs::write(
         &config,
         format!(
-            "repo:\n  url: {url}\n  path: clusters/prod\n  cache: {cache}\n  tokenFile: {token}\n  caFile: {ca}\n\
+            "repo:\n  url: {url}\n  path: clusters/prod\n  cache: {cache}\n  tokenFile: {token}\n  caFile: {ca}\n  interval: 1s\n\
              api:\n  url: {api}\n  tokenFile: {api_token}\n  caFile: {api_ca}\n\
              interval: 1s\nmetricsListen: 127.0.0.1:0\n",
             url = server.url("remote.git"),

@@ -65,7 +65,14 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
     let source = Source::open(config).unwrap();
     let mut daemon = Daemon::new(
         pve.client(),
-        Box::new(Git::new(source, "clusters/prod", "pve-gitops/status")),
+        // The remote is asked once an hour: a push is seen when told of it (`poll_now`, as
+        // the webhook and a new leader do).
+        Box::new(Git::new(
+            source,
+            "clusters/prod",
+            "pve-gitops/status",
+            Duration::from_secs(3600),
+        )),
         Box::new(Unknown),
         DaemonOptions {
             cluster: "prod".into(),
@@ -135,9 +142,18 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
         "{out}"
     );
 
-    // An invalid revision: nothing applied, errors.md with the location.
+    // An invalid revision: nothing applied, errors.md with the location. Before the
+    // remote is asked again, a pass still follows the head it gave last.
     let bad = push(&remote, &manifests(3, "1GB"), "typo");
     pve.control.reset_counters().await;
+    match daemon.tick().await.unwrap() {
+        Outcome::Reconciled { revision, plan, .. } => {
+            assert_eq!(revision, first);
+            assert!(plan.is_empty(), "{plan:?}");
+        }
+        other => panic!("the remote was asked before its interval: {other:?}"),
+    }
+    daemon.poll_now();
     assert!(matches!(
         daemon.tick().await.unwrap(),
         Outcome::Invalid { .. }
@@ -160,6 +176,7 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
 
     // Fixed: applied, errors.md gone.
     push(&remote, &manifests(3, "1G"), "three web servers");
+    daemon.poll_now();
     daemon.tick().await.unwrap();
     assert!(pve.control.vm(703).await.is_some());
     let files = git(
@@ -362,7 +379,7 @@ async fn run_in_signed_commit_mode_applies_only_heads_signed_by_an_allowed_key()
     std::fs::write(
         &config,
         format!(
-            "repo:\n  url: {url}\n  path: clusters/prod\n  cache: {cache}\n  allowedSigners: {signers}\n\
+            "repo:\n  url: {url}\n  path: clusters/prod\n  cache: {cache}\n  allowedSigners: {signers}\n  interval: 1s\n\
              api:\n  url: {api}\n  tokenFile: {token}\n  caFile: {ca}\n\
              interval: 1s\n",
             url = remote.url(),

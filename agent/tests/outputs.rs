@@ -156,6 +156,7 @@ async fn seed_003_publishes_the_guest_agents_ip_and_an_encrypted_kubeconfig() {
             Source::open(config).unwrap(),
             "clusters/k3s",
             "pve-gitops/status",
+            Duration::ZERO,
         )),
         Box::new(Unknown),
         DaemonOptions {

@@ -58,6 +58,7 @@ async fn a_plan_branch_is_previewed_without_writes_and_its_deletion_removes_it()
             Source::open(config).unwrap(),
             "clusters/prod",
             "pve-gitops/status",
+            Duration::ZERO,
         )),
         Box::new(Unknown),
         DaemonOptions {

@@ -12,7 +12,10 @@
 //!   are read from /proc; passes are counted by the requests fakepve sees (an idle pass
 //!   is one `GET /cluster/resources`, a full pass reads every VM). The day runs twice:
 //!   on the manifests directory, and following them in a git repository (`file://`,
-//!   polled every pass and written status to, as a node follows its remote).
+//!   asked for its head every `DAY_GIT_INTERVAL` and written status to, as a node
+//!   follows its remote);
+//! * what asking that remote for its head costs, in process (`Source::poll` of an
+//!   unchanged branch, the median CPU of `POLL_ROUNDS` batches).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -35,6 +38,12 @@ const DAY_INTERVAL: Duration = Duration::from_millis(10);
 /// Resync period of the compressed day, chosen so about 40 idle passes (10 ms apart plus
 /// the pass itself) fall between two full passes, as 10 min / 15 s does.
 const DAY_RESYNC: Duration = Duration::from_millis(600);
+/// The git interval of the compressed day: the default `--git-interval` (1 min) at the
+/// day's scale (15 s of the real day per `DAY_INTERVAL`), i.e. every fourth pass.
+pub const DAY_GIT_INTERVAL: Duration = Duration::from_millis(40);
+/// Batches of `POLLS_PER_ROUND` polls the remote's poll cost is the median of.
+pub const POLL_ROUNDS: usize = 11;
+pub const POLLS_PER_ROUND: u32 = 50;
 const RESOURCES: &str = "GET /cluster/resources";
 const PENDING: &str = "GET /nodes/{node}/qemu/{vmid}/pending";
 
@@ -80,6 +89,8 @@ pub struct Scale {
     pub day: Day,
     /// The same, following them in a git repository.
     pub git_day: Day,
+    /// CPU of one ask of that repository for its (unchanged) head, in process, ms.
+    pub git_poll_ms: f64,
 }
 
 fn proc_figures(m: Measured, c: &crate::Counters) -> Proc {
@@ -132,6 +143,8 @@ pub async fn run(n: u32, day_passes: u32) -> Scale {
     remote.push("main");
     let git_day = day_of(Some(&remote)).await;
     eprintln!("   day, from git: {git_day:?}");
+    let git_poll_ms = poll_cost(&remote);
+    eprintln!("   a poll of the remote: {git_poll_ms:.3} ms CPU");
     Scale {
         n,
         converge,
@@ -142,7 +155,40 @@ pub async fn run(n: u32, day_passes: u32) -> Scale {
         plan_fn_max_ms,
         day,
         git_day,
+        git_poll_ms,
     }
+}
+
+/// CPU of one `Source::poll` of `remote`'s unchanged branch (the median batch's), ms:
+/// what the daemon spends on git in a pass that asks the remote.
+fn poll_cost(remote: &GitRemote) -> f64 {
+    let mut config = pve_gitops::source::SourceConfig::new(remote.url(), "main");
+    config.cache_root = remote.scratch("poll-cost");
+    let mut source = pve_gitops::source::Source::open(config).expect("source");
+    source.poll().expect("first poll");
+    let mut per_poll: Vec<f64> = (0..POLL_ROUNDS)
+        .map(|_| {
+            let before = thread_cpu();
+            for _ in 0..POLLS_PER_ROUND {
+                source.poll().expect("poll");
+            }
+            (thread_cpu() - before).as_secs_f64() * 1000.0 / f64::from(POLLS_PER_ROUND)
+        })
+        .collect();
+    per_poll.sort_by(f64::total_cmp);
+    per_poll[per_poll.len() / 2]
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_THREAD has no preconditions.
+    let usage = unsafe {
+        assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()), 0);
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// Observe once, then time `plan` alone over the same desired and observed state.
@@ -205,7 +251,9 @@ async fn day(
         None => cmd.arg(work.manifests()),
         Some(r) => cmd
             .args(["--repo", &r.url(), "--cache"])
-            .arg(r.scratch("cache")),
+            .arg(r.scratch("cache"))
+            .arg("--git-interval")
+            .arg(format!("{}ms", DAY_GIT_INTERVAL.as_millis())),
     };
     cmd.arg("--no-lease")
         .arg("--node")

@@ -116,6 +116,10 @@ pub struct RepoConfig {
     /// Apply only heads signed by a key in this file (`--allowed-signers`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_signers: Option<PathBuf>,
+    /// How often the remote is asked whether the branch moved (`--git-interval`, default
+    /// `1m`; `0s`: every pass).
+    #[serde(default, with = "duration", skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
     /// How long the remote may keep the agent waiting (`--git-timeout`, default `30s`).
     /// Read at start: a change takes effect when the agent restarts.
     #[serde(default, with = "duration", skip_serializing_if = "Option::is_none")]
@@ -397,6 +401,7 @@ repo:
   deployKey: /etc/pve/priv/pve-gitops/deploy_key
   hostKeys: ['SHA256:DtRtzr6c2VtIKhz7b0r4P6HElmkBIUM0qhZnX3K508Y']
   allowedSigners: /etc/pve/pve-gitops/allowed_signers
+  interval: 5m
 api:
   url: https://127.0.0.1:8006/api2/json
   tokenFile: /etc/pve/priv/pve-gitops/token
@@ -422,6 +427,10 @@ webhook: { listen: '0.0.0.0:9595', secretFile: /etc/pve/priv/pve-gitops/webhook.
         assert_eq!(
             c.repo.as_ref().unwrap().path.as_deref(),
             Some("clusters/prod")
+        );
+        assert_eq!(
+            c.repo.as_ref().unwrap().interval,
+            Some(Duration::from_secs(300))
         );
         let again = AgentConfig::parse(Path::new("c.yaml"), &c.to_yaml()).unwrap();
         assert_eq!(again, c);

@@ -71,6 +71,7 @@ pub fn overlay(config: &AgentConfig, mut args: RunArgs, explicit: &BTreeSet<Stri
             repo.allowed_signers.clone().map(Some),
         );
         set(&mut g.git_timeout, free("git_timeout"), repo.timeout);
+        set(&mut g.git_interval, free("git_interval"), repo.interval);
         // One credential: the file's, unless the command line named the other kind.
         if !free("deploy_key") && free("git_token_file") {
             g.git_token_file = None;
@@ -179,7 +180,7 @@ mod tests {
     }
 
     const CONFIG: &str = "\
-repo: { url: 'file:///srv/repo.git', branch: prod, path: clusters/a, tokenFile: /t, timeout: 45s }
+repo: { url: 'file:///srv/repo.git', branch: prod, path: clusters/a, tokenFile: /t, timeout: 45s, interval: 5m }
 api: { url: 'https://pve:8006', fingerprint: 'AB:CD' }
 interval: 1m
 policy: { prune: true, drift: heal }
@@ -200,6 +201,7 @@ webhook: { listen: '127.0.0.1:9595', secretFile: /hook.secret }
         assert_eq!(a.git.status_branch, "pve-gitops/status");
         assert_eq!(a.git.git_token_file.as_deref(), Some(Path::new("/t")));
         assert_eq!(a.git.git_timeout, std::time::Duration::from_secs(45));
+        assert_eq!(a.git.git_interval, std::time::Duration::from_secs(300));
         assert_eq!(a.connection.api_url, "https://pve:8006");
         assert_eq!(a.connection.fingerprint.as_deref(), Some("AB:CD"));
         assert_eq!(a.interval, std::time::Duration::from_secs(60));

@@ -123,6 +123,8 @@ pub struct Daemon {
     reload: Option<Box<dyn reload::Reload>>,
     /// What the guests published (addresses, output files), kept between passes.
     outputs: crate::outputs::Outputs,
+    /// Whether this agent could write when the last pass read its revision.
+    led: bool,
 }
 
 impl Daemon {
@@ -145,7 +147,14 @@ impl Daemon {
             previews: previews::Previews::default(),
             reload: None,
             outputs: crate::outputs::Outputs::default(),
+            led: false,
         }
+    }
+
+    /// The manifests source should be asked again before the next pass (a push webhook,
+    /// a config change): its last answer may be out of date.
+    pub fn poll_now(&mut self) {
+        self.manifests.poll_now();
     }
 
     /// Whether this agent may write now (always without election).
@@ -251,6 +260,13 @@ impl Daemon {
     }
 
     async fn pass(&mut self) -> Result<Outcome> {
+        // An agent that has just become the leader asks the remote itself: the head it
+        // heard of while following may be older than the one its predecessor applied.
+        let leading = self.may_write();
+        if leading && !self.led {
+            self.manifests.poll_now();
+        }
+        self.led = leading;
         let revision = self.manifests.revision()?;
         tracing::Span::current().record("commit", revision.as_str());
         if let Some(refusal) = self.manifests.refusal() {
@@ -348,7 +364,10 @@ impl Daemon {
                 status: Box::new(status),
             });
         }
-        let Some(window) = self.leadership.begin_apply() else {
+        // Leading now but not when the revision was read: it may be older than what the
+        // previous leader applied. Follow this once; the next pass reads it afresh.
+        let window = self.leadership.begin_apply().filter(|_| leading);
+        let Some(window) = window else {
             crate::pass::follow(&prepared, &options);
             return Ok(Outcome::Following {
                 revision,
@@ -508,6 +527,7 @@ pub async fn run_as_service(
                     // Editors and git write several files: let the burst settle, then drain it.
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     while wake.try_recv().is_ok() {}
+                    daemon.poll_now();
                     break;
                 }
                 () = next_beat(&mut beat) => service.beat(Phase::Idle),

@@ -304,6 +304,10 @@ impl Manifests for Announce {
         revision
     }
 
+    fn poll_now(&mut self) {
+        self.inner.poll_now();
+    }
+
     fn read(&mut self, revision: &str) -> Result<Repository> {
         self.inner.read(revision)
     }

@@ -6,12 +6,19 @@ use crate::source::{Poll, Source};
 use anyhow::{Context, Result};
 use pve_gitops_schema::Repository;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// The manifests the daemon follows.
 pub trait Manifests: Send {
     /// The revision to reconcile now; changes whenever the manifests do, and is cheap to
-    /// ask for (a `stat` walk, one ref listing).
+    /// ask for (a `stat` walk; a ref listing, or the last one while it is recent).
     fn revision(&mut self) -> Result<String>;
+
+    /// Make the next [`revision`](Manifests::revision) ask the source itself rather than
+    /// give an earlier answer: a push webhook said the branch moved, the config changed,
+    /// or this agent just became the leader and must not apply a head older than the one
+    /// its predecessor applied. Sources that always ask have nothing to do.
+    fn poll_now(&mut self) {}
 
     /// The files of `revision`.
     fn read(&mut self, revision: &str) -> Result<Repository>;
@@ -76,13 +83,23 @@ pub struct Git {
     last_good: Option<git2::Oid>,
     /// The head the last poll refused (signed-commit mode), until a good one replaces it.
     refused: Option<Refusal>,
+    /// How often the remote is asked for the head (`--git-interval`).
+    poll_every: Duration,
+    /// When the remote last answered, and the revision it gave; `None` makes the next
+    /// pass ask (never asked, the last ask failed, or [`Manifests::poll_now`]).
+    answered: Option<(Instant, String)>,
 }
 
 impl Git {
+    /// Follow `subdir` of `source`'s branch, asking the remote for its head at most every
+    /// `poll_every` (passes in between reuse the answer), as Flux's `GitRepository`
+    /// interval and Argo CD's polling do: a forge is not asked every few seconds by
+    /// every node, and a push webhook still makes the next pass ask at once.
     pub fn new(
         source: Source,
         subdir: impl Into<String>,
         status_branch: impl Into<String>,
+        poll_every: Duration,
     ) -> Self {
         Git {
             source,
@@ -90,19 +107,25 @@ impl Git {
             status_branch: status_branch.into(),
             last_good: None,
             refused: None,
+            poll_every,
+            answered: None,
         }
     }
-}
 
-impl Manifests for Git {
-    /// The branch head. When the remote cannot be reached, the last good head is kept:
-    /// the cluster stays reconciled to it, and the problem is logged every pass until it
-    /// clears. A head refused in signed-commit mode is returned with its
+    /// The network operations made so far (tests, benchmarks).
+    pub fn stats(&self) -> crate::source::Stats {
+        self.source.stats()
+    }
+
+    /// Ask the remote for the branch head. When it cannot be reached, the last good head
+    /// is kept: the cluster stays reconciled to it, and the problem is logged every pass
+    /// until it clears. A head refused in signed-commit mode is given with its
     /// [`refusal`](Manifests::refusal), so the status branch says why nothing is applied.
-    fn revision(&mut self) -> Result<String> {
+    /// `answered` says whether the remote answered (a refusal is an answer).
+    fn ask(&mut self) -> (Result<String>, bool) {
         self.refused = None;
         match blocking(|| self.source.poll()) {
-            Ok(Poll::Unchanged { head }) => Ok(head.to_string()),
+            Ok(Poll::Unchanged { head }) => (Ok(head.to_string()), true),
             Ok(Poll::Updated(update)) => {
                 if update.history_rewritten {
                     tracing::warn!(head = %update.head, previous = ?update.previous, "the branch was force-pushed: following its new history");
@@ -113,7 +136,7 @@ impl Manifests for Git {
                     other => tracing::warn!(cache = ?other, "git cache"),
                 }
                 self.last_good = Some(update.head);
-                Ok(update.head.to_string())
+                (Ok(update.head.to_string()), true)
             }
             Err(e @ crate::source::Error::Signature { .. }) => {
                 let crate::source::Error::Signature { commit, .. } = &e else {
@@ -124,19 +147,44 @@ impl Manifests for Git {
                     revision: revision.clone(),
                     reason: e.to_string(),
                 });
-                Ok(revision)
+                (Ok(revision), true)
             }
             Err(e) => {
                 crate::telemetry::git_fetch_failed();
-                match self.last_good {
+                let kept = match self.last_good {
                     Some(head) => {
                         tracing::error!("{e}; keeping {head}");
                         Ok(head.to_string())
                     }
                     None => Err(e).context("reading the manifests repository"),
-                }
+                };
+                (kept, false)
             }
         }
+    }
+}
+
+impl Manifests for Git {
+    /// The branch head, as the remote gave it within the last `poll_every` (see
+    /// [`Git::ask`] for what a failed ask gives).
+    fn revision(&mut self) -> Result<String> {
+        if let Some((at, revision)) = &self.answered {
+            if at.elapsed() < self.poll_every {
+                return Ok(revision.clone());
+            }
+        }
+        let asked = Instant::now();
+        let (revision, answered) = self.ask();
+        // A failure is not an answer: the next pass asks again.
+        self.answered = match (&revision, answered) {
+            (Ok(r), true) => Some((asked, r.clone())),
+            _ => None,
+        };
+        revision
+    }
+
+    fn poll_now(&mut self) {
+        self.answered = None;
     }
 
     fn refusal(&self) -> Option<Refusal> {
@@ -206,5 +254,74 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match Handle::try_current() {
         Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
         _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceConfig;
+
+    /// A bare repository with one commit on `main`, and its `file://` URL.
+    fn remote(dir: &std::path::Path) -> String {
+        let repo = git2::Repository::init_bare(dir.join("remote.git")).unwrap();
+        let blob = repo.blob(b"kind: External\n").unwrap();
+        let mut tree = repo.treebuilder(None).unwrap();
+        tree.insert("a.yaml", blob, 0o100644).unwrap();
+        let tree = repo.find_tree(tree.write().unwrap()).unwrap();
+        let who = git2::Signature::now("t", "t@example.org").unwrap();
+        repo.commit(Some("refs/heads/main"), &who, &who, "one", &tree, &[])
+            .unwrap();
+        format!("file://{}", dir.join("remote.git").display())
+    }
+
+    fn git(dir: &std::path::Path, url: &str, every: Duration) -> Git {
+        let mut config = SourceConfig::new(url, "main");
+        config.cache_root = dir.join("cache");
+        Git::new(Source::open(config).unwrap(), "", "status", every)
+    }
+
+    #[test]
+    fn the_remote_is_asked_once_per_interval_unless_told_to_ask_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = remote(dir.path());
+        let mut g = git(dir.path(), &url, Duration::from_secs(3600));
+        let head = g.revision().unwrap();
+        assert_eq!(g.revision().unwrap(), head);
+        assert_eq!(g.stats().listings, 1, "the second pass reuses the answer");
+        g.poll_now();
+        assert_eq!(g.revision().unwrap(), head);
+        assert_eq!(g.stats().listings, 2);
+
+        let mut every_pass = git(dir.path(), &url, Duration::ZERO);
+        every_pass.revision().unwrap();
+        every_pass.revision().unwrap();
+        assert_eq!(every_pass.stats().listings, 2);
+    }
+
+    #[test]
+    fn a_failed_ask_keeps_the_last_head_and_is_repeated_next_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = remote(dir.path());
+        let mut g = git(dir.path(), &url, Duration::from_secs(3600));
+        let head = g.revision().unwrap();
+        let away = dir.path().join("away.git");
+        std::fs::rename(dir.path().join("remote.git"), &away).unwrap();
+        g.poll_now();
+        assert_eq!(g.revision().unwrap(), head, "the last good head is kept");
+        assert_eq!(g.revision().unwrap(), head);
+        assert_eq!(
+            g.stats().listings,
+            3,
+            "each pass asks until the remote answers"
+        );
+        std::fs::rename(&away, dir.path().join("remote.git")).unwrap();
+        assert_eq!(g.revision().unwrap(), head);
+        assert_eq!(g.revision().unwrap(), head);
+        assert_eq!(
+            g.stats().listings,
+            4,
+            "an answer counts for the interval again"
+        );
     }
 }

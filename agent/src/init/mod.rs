@@ -198,6 +198,7 @@ fn repo_settings(
         ca_file: args.git_ca_file.clone(),
         host_keys,
         allowed_signers: None,
+        interval: None,
         timeout: None,
     })
 }

@@ -24,8 +24,13 @@ pub enum Source {
     /// A manifests directory (`pve-gitops run <dir>`).
     Dir(PathBuf),
     /// A git repository's cluster directory ([`crate::support::corpus::CLUSTER_DIR`]),
-    /// with the age identity that opens the revision's secrets.
-    Repo { url: String, identity: PathBuf },
+    /// with the age identity that opens the revision's secrets, asked for its head every
+    /// `git_interval` (`--git-interval`).
+    Repo {
+        url: String,
+        identity: PathBuf,
+        git_interval: &'static str,
+    },
 }
 
 /// What every agent is started with.
@@ -129,8 +134,13 @@ impl Cluster {
         cmd.arg("run");
         match &c.source {
             Source::Dir(dir) => cmd.arg(dir),
-            Source::Repo { url, identity } => cmd
+            Source::Repo {
+                url,
+                identity,
+                git_interval,
+            } => cmd
                 .args(["--repo", url, "--path", crate::support::corpus::CLUSTER_DIR])
+                .args(["--git-interval", git_interval])
                 .arg("--cache")
                 .arg(self.dir.join(format!("{node}-cache")))
                 .arg("--identity")
@@ -161,6 +171,17 @@ impl Cluster {
             .spawn()
             .expect("pve-gitops runs");
         self.agents.insert(node, Agent { child, log });
+    }
+
+    /// The head `node`'s cache holds of the repository's branch `main` (what its agent
+    /// last fetched), if it fetched it yet.
+    pub fn fetched(&self, node: &str) -> Option<String> {
+        let caches = std::fs::read_dir(self.dir.join(format!("{node}-cache"))).ok()?;
+        caches.flatten().find_map(|cache| {
+            let repo = git2::Repository::open_bare(cache.path()).ok()?;
+            let head = repo.refname_to_id("refs/remotes/origin/main").ok()?;
+            Some(head.to_string())
+        })
     }
 
     /// kill -9: no release, nothing flushed.
