@@ -50,6 +50,36 @@ fn status_commits(remote: &GitRemote) -> Vec<String> {
         .collect()
 }
 
+/// An in-process daemon on `node` following `clusters/prod` of `remote` (asking it every
+/// `git_interval`), with a cache and state directory of its own.
+fn daemon(pve: &FakePve, remote: &GitRemote, node: &str, git_interval: Duration) -> Daemon {
+    let mut config = SourceConfig::new(remote.url(), "main");
+    config.cache_root = remote.scratch(node).join("cache");
+    let source = Source::open(config).unwrap();
+    Daemon::new(
+        pve.client(),
+        Box::new(Git::new(
+            source,
+            "clusters/prod",
+            "pve-gitops/status",
+            git_interval,
+        )),
+        Box::new(Unknown),
+        DaemonOptions {
+            cluster: "prod".into(),
+            node: node.into(),
+            decryptor: None,
+            interval: Duration::from_secs(3600),
+            resync: Duration::from_secs(3600),
+            passes: None,
+            state_dir: Some(remote.scratch(node).join("state")),
+            policy: PolicyOverrides::default(),
+            apply: ApplyOptions::default(),
+            clock: Default::default(),
+        },
+    )
+}
+
 #[tokio::test]
 async fn pushes_are_applied_and_status_comes_back_as_commits() {
     let pve = fake!(Options {
@@ -60,33 +90,9 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
     let remote = GitRemote::new();
     let first = push(&remote, &manifests(2, "1G"), "two web servers");
 
-    let mut config = SourceConfig::new(remote.url(), "main");
-    config.cache_root = remote.scratch(".").join("cache");
-    let source = Source::open(config).unwrap();
-    let mut daemon = Daemon::new(
-        pve.client(),
-        // The remote is asked once an hour: a push is seen when told of it (`poll_now`, as
-        // the webhook and a new leader do).
-        Box::new(Git::new(
-            source,
-            "clusters/prod",
-            "pve-gitops/status",
-            Duration::from_secs(3600),
-        )),
-        Box::new(Unknown),
-        DaemonOptions {
-            cluster: "prod".into(),
-            node: "pve1".into(),
-            decryptor: None,
-            interval: Duration::from_secs(3600),
-            resync: Duration::from_secs(3600),
-            passes: None,
-            state_dir: Some(remote.scratch(".").join("state")),
-            policy: PolicyOverrides::default(),
-            apply: ApplyOptions::default(),
-            clock: Default::default(),
-        },
-    );
+    // The remote is asked once an hour: a push is seen when told of it (`poll_now`, as
+    // the webhook and a new leader do).
+    let mut daemon = daemon(&pve, &remote, "pve1", Duration::from_secs(3600));
 
     // Applied, and reported with message, trailers and the table.
     assert!(matches!(
@@ -131,7 +137,7 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
     assert_eq!(status_commits(&remote).len(), 2);
 
     // `pve-gitops status` on the node reads the same from the local state.
-    let (code, out) = status_cli(&remote.scratch(".").join("state"));
+    let (code, out) = status_cli(&remote.scratch("pve1").join("state"));
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains(&format!("Applied revision: `{first}`")),
@@ -170,7 +176,7 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
         "{errors}"
     );
 
-    let (code, out) = status_cli(&remote.scratch(".").join("state"));
+    let (code, out) = status_cli(&remote.scratch("pve1").join("state"));
     assert_eq!(code, 2, "a refused revision needs attention: {out}");
     assert!(out.contains(&format!("Revision `{bad}` rejected")), "{out}");
 
@@ -184,6 +190,52 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
         &["ls-tree", "-r", "--name-only", "pve-gitops/status"],
     );
     assert!(!files.contains("errors.md"), "{files}");
+}
+
+/// An agent that starts to lead while the head is invalid (a restart, a failover) reports
+/// the rejection on top of what is applied, as the previous leader published it: the
+/// status branch keeps saying which commit the cluster runs and what it holds.
+#[tokio::test]
+async fn a_new_leader_rejects_on_top_of_the_applied_status() {
+    let pve = fake!(Options {
+        time_scale: 0.0,
+        ..Options::default()
+    });
+    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let remote = GitRemote::new();
+    let applied = push(&remote, &manifests(2, "1G"), "two web servers");
+    let mut first = daemon(&pve, &remote, "pve1", Duration::ZERO);
+    assert!(matches!(
+        first.tick().await.unwrap(),
+        Outcome::Reconciled { .. }
+    ));
+    let table = git(&remote.bare, &["show", "pve-gitops/status:prod/STATUS.md"]);
+    drop(first);
+
+    let bad = push(&remote, &manifests(3, "1GB"), "typo");
+    let mut second = daemon(&pve, &remote, "pve2", Duration::ZERO);
+    assert!(matches!(
+        second.tick().await.unwrap(),
+        Outcome::Invalid { .. }
+    ));
+    let message = git(
+        &remote.bare,
+        &["log", "-1", "--format=%B", "pve-gitops/status"],
+    );
+    assert_eq!(
+        message.trim_end(),
+        format!(
+            "reject {}: 1 error\n\nApplied-Commit: {applied}\nRejected-Commit: {bad}\nCluster: prod\nNode: pve2",
+            &bad[..7]
+        )
+    );
+    let now = git(&remote.bare, &["show", "pve-gitops/status:prod/STATUS.md"]);
+    for vm in [
+        "| VirtualMachine/web-1 | pve1 | 701 |",
+        "| VirtualMachine/web-2 | pve1 | 702 |",
+    ] {
+        assert!(table.contains(vm) && now.contains(vm), "{now}");
+    }
 }
 
 /// An HTTP/1.1 POST to the webhook receiver on loopback; the status code.

@@ -262,9 +262,12 @@ impl Daemon {
     async fn pass(&mut self) -> Result<Outcome> {
         // An agent that has just become the leader asks the remote itself: the head it
         // heard of while following may be older than the one its predecessor applied.
+        // It also takes up the status as last published: what it reports on a rejection
+        // or a closed window builds on what is applied, which the previous leader knew.
         let leading = self.may_write();
         if leading && !self.led {
             self.manifests.poll_now();
+            self.take_up_status();
         }
         self.led = leading;
         let revision = self.manifests.revision()?;
@@ -426,19 +429,33 @@ impl Daemon {
         })
     }
 
+    /// The status to build on as this agent starts to lead: the one last published to
+    /// the source (by any agent), else the one this node kept in its state directory.
+    /// What this agent published before, maybe in an earlier term, no longer counts.
+    fn take_up_status(&mut self) {
+        let published = self.manifests.published_status(&self.options.cluster);
+        self.status = published.or_else(|| self.kept_status());
+        self.published = None;
+    }
+
+    /// The status this node kept in its state directory, if any.
+    fn kept_status(&self) -> Option<ClusterStatus> {
+        let dir = self.options.state_dir.as_ref()?;
+        crate::report::local::load_all(dir)
+            .ok()?
+            .into_iter()
+            .find(|s| s.cluster == self.options.cluster)
+    }
+
     /// The VMs the last full pass saw existing (this process's, else the one kept in the
     /// state directory): one absent now was deleted behind the agent's back.
     fn existed(&self) -> std::collections::BTreeSet<String> {
-        let kept = || {
-            let dir = self.options.state_dir.as_ref()?;
-            crate::report::local::load_all(dir)
-                .ok()?
-                .into_iter()
-                .find(|s| s.cluster == self.options.cluster)
-        };
         match &self.status {
             Some(s) => status::existing(s),
-            None => kept().map(|s| status::existing(&s)).unwrap_or_default(),
+            None => self
+                .kept_status()
+                .map(|s| status::existing(&s))
+                .unwrap_or_default(),
         }
     }
 

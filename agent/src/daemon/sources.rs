@@ -1,6 +1,7 @@
 //! Where the daemon reads manifests from, and writes status to: a directory (development,
 //! tests) or a git repository (production: the branch it applies, and the status branch).
 
+use crate::report::status::ClusterStatus;
 use crate::report::StatusFiles;
 use crate::source::{Poll, Source};
 use anyhow::{Context, Result};
@@ -35,6 +36,13 @@ pub trait Manifests: Send {
     /// head, ready to [`read`](Manifests::read). Sources without branches have none.
     fn preview_branches(&mut self, _patterns: &[String]) -> Result<Vec<(String, String)>> {
         Ok(Vec::new())
+    }
+
+    /// The status of `cluster` as last published (by whichever agent led then), for an
+    /// agent that starts to lead: a rejection it reports must keep what is applied.
+    /// `None`: none published, or the source has no place for status.
+    fn published_status(&mut self, _cluster: &str) -> Option<ClusterStatus> {
+        None
     }
 
     /// Publish a cluster's status (`Some(commit)` when a commit was made). Sources without
@@ -221,6 +229,30 @@ impl Manifests for Git {
             }
         }
         Ok(out)
+    }
+
+    /// `<cluster>/status.yaml` at the head of the status branch, fetched now. A status
+    /// that cannot be fetched or read is logged and taken as none.
+    fn published_status(&mut self, cluster: &str) -> Option<ClusterStatus> {
+        let branch = self.status_branch.clone();
+        let mut read = || -> Result<Option<ClusterStatus>> {
+            let Some(head) = blocking(|| self.source.fetch_branch(&branch))? else {
+                return Ok(None);
+            };
+            let path = format!("{cluster}/status.yaml");
+            let bytes = match self.source.read_file(head, "", &path) {
+                Ok(b) => b,
+                Err(crate::source::Error::Read { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let status = serde_yaml::from_slice(&bytes)
+                .with_context(|| format!("{branch}:{path} is not a status"))?;
+            Ok(Some(status))
+        };
+        read().unwrap_or_else(|e| {
+            tracing::warn!("reading the last published status: {e:#}");
+            None
+        })
     }
 
     fn write_status(
