@@ -80,15 +80,24 @@ fn daemon(pve: &FakePve, remote: &GitRemote, node: &str, git_interval: Duration)
     )
 }
 
-#[tokio::test]
-async fn pushes_are_applied_and_status_comes_back_as_commits() {
-    let pve = fake!(Options {
+/// fakepve (time scale 0, template 9000) and a remote whose `main` declares two web
+/// servers, with that commit; `None`: fakepve cannot run here (the test is skipped).
+async fn two_web_servers() -> Option<(FakePve, GitRemote, String)> {
+    let pve = FakePve::start(Options {
         time_scale: 0.0,
         ..Options::default()
-    });
+    })?;
     pve.control.create_template(9000, "pve1", "local-lvm").await;
     let remote = GitRemote::new();
-    let first = push(&remote, &manifests(2, "1G"), "two web servers");
+    let commit = push(&remote, &manifests(2, "1G"), "two web servers");
+    Some((pve, remote, commit))
+}
+
+#[tokio::test]
+async fn pushes_are_applied_and_status_comes_back_as_commits() {
+    let Some((pve, remote, first)) = two_web_servers().await else {
+        return;
+    };
 
     // The remote is asked once an hour: a push is seen when told of it (`poll_now`, as
     // the webhook and a new leader do).
@@ -197,13 +206,9 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
 /// status branch keeps saying which commit the cluster runs and what it holds.
 #[tokio::test]
 async fn a_new_leader_rejects_on_top_of_the_applied_status() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
-    let remote = GitRemote::new();
-    let applied = push(&remote, &manifests(2, "1G"), "two web servers");
+    let Some((pve, remote, applied)) = two_web_servers().await else {
+        return;
+    };
     let mut first = daemon(&pve, &remote, "pve1", Duration::ZERO);
     assert!(matches!(
         first.tick().await.unwrap(),
