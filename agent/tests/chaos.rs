@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use support::agents::{AgentConfig, Cluster, Source, LIFETIME, NODES};
 use support::chaos::faults::{down, Fault};
 use support::chaos::invariants::{
-    applied_invalid, overlapping_windows, secrets_in, secrets_in_bytes, Checker, Pushed,
+    applied_invalid, applied_went_back, overlapping_windows, secrets_in, secrets_in_bytes, Checker,
+    Pushed,
 };
 use support::chaos::revisions::{write_tree, Desired, ExpectedVm, TEMPLATE};
 use support::chaos::Rng;
@@ -609,7 +610,8 @@ impl Soak {
         problems
     }
 
-    /// After convergence: status commits never name an invalid revision as applied, and
+    /// After convergence: status commits never name an invalid revision as applied nor
+    /// go back to an older one, and
     /// no secret shows in logs, state directories or the status branch's history.
     fn final_checks(&self) -> Result<(), String> {
         let invalid: BTreeSet<String> = self
@@ -619,6 +621,7 @@ impl Soak {
             .map(|p| p.commit.clone())
             .collect();
         let mut problems = applied_invalid(&self.remote.bare, "prod", &invalid);
+        problems.extend(applied_went_back(&self.remote.bare, "prod", &self.pushed));
         let windows: Vec<PathBuf> = NODES.iter().map(|n| self.cluster.apply_log(n)).collect();
         problems.extend(overlapping_windows(&windows));
         let secrets: Vec<&str> = PLAINTEXTS.iter().copied().chain([OUTSIDE]).collect();
@@ -808,4 +811,27 @@ fn the_invariant_checks_catch_each_violation() {
     std::fs::write(&b, "250 280 pve2\n350 360 pve2\n").unwrap();
     let found = overlapping_windows(&[a, b]);
     assert_eq!(found.len(), 1, "{found:?}");
+
+    // Status commits naming revisions 1, 2, 2, then 1 again: one rollback, the last.
+    let remote = GitRemote::new();
+    let revisions: Vec<Pushed> = (1..=2)
+        .map(|i| Pushed {
+            commit: remote.commit(&format!("revision {i}")),
+            valid: true,
+            names: BTreeSet::new(),
+            t_ns: 0,
+            what: format!("revision {i}"),
+        })
+        .collect();
+    for (k, r) in [0, 1, 1, 0].into_iter().enumerate() {
+        let status = format!(
+            "apiVersion: pve-gitops/v1alpha1\nkind: ClusterStatus\ncluster: prod\nappliedRevision: {}\n",
+            revisions[r].commit
+        );
+        remote.write("prod/status.yaml", status);
+        remote.commit(&format!("status {r}"));
+        remote.push("pve-gitops/status");
+        let found = applied_went_back(&remote.bare, "prod", &revisions);
+        assert_eq!(found.len(), usize::from(k == 3), "after {k}: {found:?}");
+    }
 }

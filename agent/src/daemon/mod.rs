@@ -125,6 +125,8 @@ pub struct Daemon {
     outputs: crate::outputs::Outputs,
     /// Whether this agent could write when the last pass read its revision.
     led: bool,
+    /// Whether the source confirmed a revision since this agent started to lead.
+    heard: bool,
 }
 
 impl Daemon {
@@ -148,6 +150,7 @@ impl Daemon {
             reload: None,
             outputs: crate::outputs::Outputs::default(),
             led: false,
+            heard: false,
         }
     }
 
@@ -268,9 +271,11 @@ impl Daemon {
         if leading && !self.led {
             self.manifests.poll_now();
             self.take_up_status();
+            self.heard = false;
         }
         self.led = leading;
         let revision = self.manifests.revision()?;
+        self.heard |= self.manifests.confirmed();
         tracing::Span::current().record("commit", revision.as_str());
         if let Some(refusal) = self.manifests.refusal() {
             let status = status::after_rejection(
@@ -367,9 +372,14 @@ impl Daemon {
                 status: Box::new(status),
             });
         }
-        // Leading now but not when the revision was read: it may be older than what the
-        // previous leader applied. Follow this once; the next pass reads it afresh.
-        let window = self.leadership.begin_apply().filter(|_| leading);
+        // Leading now but not when the revision was read, or the source has not answered
+        // since this agent took over (a git outage): the revision may be older than what
+        // the previous leader applied. Follow until the source confirms one.
+        let window = self.leadership.begin_apply();
+        if window.is_some() && leading && !self.heard {
+            tracing::warn!(%revision, "leading, but the manifests source has not answered since this agent took over: applying nothing until it does");
+        }
+        let window = window.filter(|_| leading && self.heard);
         let Some(window) = window else {
             crate::pass::follow(&prepared, &options);
             return Ok(Outcome::Following {

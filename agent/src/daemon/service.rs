@@ -308,6 +308,10 @@ impl Manifests for Announce {
         self.inner.poll_now();
     }
 
+    fn confirmed(&self) -> bool {
+        self.inner.confirmed()
+    }
+
     fn read(&mut self, revision: &str) -> Result<Repository> {
         self.inner.read(revision)
     }

@@ -21,6 +21,14 @@ pub trait Manifests: Send {
     /// its predecessor applied. Sources that always ask have nothing to do.
     fn poll_now(&mut self) {}
 
+    /// Whether the last [`revision`](Manifests::revision) is what the source said, now or
+    /// within its interval, rather than a head kept because it could not be asked. A
+    /// new leader applies only such a revision: the head it kept may be older than the
+    /// one its predecessor applied.
+    fn confirmed(&self) -> bool {
+        true
+    }
+
     /// The files of `revision`.
     fn read(&mut self, revision: &str) -> Result<Repository>;
 
@@ -195,6 +203,10 @@ impl Manifests for Git {
         self.answered = None;
     }
 
+    fn confirmed(&self) -> bool {
+        self.answered.is_some()
+    }
+
     fn refusal(&self) -> Option<Refusal> {
         self.refused.clone()
     }
@@ -332,15 +344,17 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_ask_keeps_the_last_head_and_is_repeated_next_pass() {
+    fn a_failed_ask_keeps_the_last_head_unconfirmed_and_is_repeated_next_pass() {
         let dir = tempfile::tempdir().unwrap();
         let url = remote(dir.path());
         let mut g = git(dir.path(), &url, Duration::from_secs(3600));
         let head = g.revision().unwrap();
         let away = dir.path().join("away.git");
         std::fs::rename(dir.path().join("remote.git"), &away).unwrap();
+        assert!(g.confirmed());
         g.poll_now();
         assert_eq!(g.revision().unwrap(), head, "the last good head is kept");
+        assert!(!g.confirmed(), "a kept head is not the remote's answer");
         assert_eq!(g.revision().unwrap(), head);
         assert_eq!(
             g.stats().listings,
@@ -349,6 +363,7 @@ mod tests {
         );
         std::fs::rename(&away, dir.path().join("remote.git")).unwrap();
         assert_eq!(g.revision().unwrap(), head);
+        assert!(g.confirmed());
         assert_eq!(g.revision().unwrap(), head);
         assert_eq!(
             g.stats().listings,

@@ -9,6 +9,9 @@
 //! * **nothing from an invalid revision**: no write names the poison VM that only
 //!   invalid revisions declare (and no status commit names an invalid revision as
 //!   applied: [`applied_invalid`]);
+//! * **no rollback**: the revisions status commits name as applied never go back in
+//!   push order ([`applied_went_back`]): a new leader applies a head at least as new
+//!   as its predecessor's, also when it takes over during a git outage;
 //! * **deletions follow the prune rules**: a DELETE is only of a VM that carries the
 //!   ownership tag or record, has no protection flag, and that a valid revision pushed
 //!   before it no longer declares; nothing but VMs is ever deleted;
@@ -191,21 +194,61 @@ pub fn applied_invalid(bare: &Path, cluster: &str, invalid: &BTreeSet<String>) -
     let log = crate::support::git::git(bare, &["log", "--format=%H", "pve-gitops/status"]);
     let mut out = Vec::new();
     for commit in log.lines() {
-        let show = std::process::Command::new("git")
-            .current_dir(bare)
-            .args(["show", &format!("{commit}:{cluster}/status.yaml")])
-            .output()
-            .unwrap();
-        if !show.status.success() {
-            continue;
-        }
-        let status: pve_gitops::report::status::ClusterStatus =
-            serde_yaml::from_slice(&show.stdout).expect("status.yaml parses");
-        if let Some(applied) = status.applied_revision.filter(|a| invalid.contains(a)) {
+        let applied = applied_revision(bare, commit, cluster);
+        if let Some(applied) = applied.filter(|a| invalid.contains(a)) {
             out.push(format!("status commit {commit} says {applied} was applied"));
         }
     }
     out
+}
+
+/// The status commits, oldest first, whose `status.yaml` names as applied a revision
+/// pushed before one an earlier status commit named.
+pub fn applied_went_back(bare: &Path, cluster: &str, pushed: &[Pushed]) -> Vec<String> {
+    let order: BTreeMap<&str, usize> = pushed
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.commit.as_str(), i))
+        .collect();
+    let log = crate::support::git::git(
+        bare,
+        &["log", "--reverse", "--format=%H", "pve-gitops/status"],
+    );
+    let mut newest: Option<(usize, String)> = None;
+    let mut out = Vec::new();
+    for commit in log.lines() {
+        let Some(applied) = applied_revision(bare, commit, cluster) else {
+            continue;
+        };
+        // A revision the soak did not record (none: every push is recorded) is skipped.
+        let Some(&at) = order.get(applied.as_str()) else {
+            continue;
+        };
+        match &newest {
+            Some((n, by)) if at < *n => out.push(format!(
+                "status commit {commit} says {applied} ({}) is applied, after {by} said {} was",
+                pushed[at].what, pushed[*n].commit
+            )),
+            Some((n, _)) if at == *n => {}
+            _ => newest = Some((at, commit.to_string())),
+        }
+    }
+    out
+}
+
+/// The revision `commit`'s `<cluster>/status.yaml` names as applied.
+fn applied_revision(bare: &Path, commit: &str, cluster: &str) -> Option<String> {
+    let show = std::process::Command::new("git")
+        .current_dir(bare)
+        .args(["show", &format!("{commit}:{cluster}/status.yaml")])
+        .output()
+        .unwrap();
+    if !show.status.success() {
+        return None;
+    }
+    let status: pve_gitops::report::status::ClusterStatus =
+        serde_yaml::from_slice(&show.stdout).expect("status.yaml parses");
+    status.applied_revision
 }
 
 /// Where under `paths` (files, or directories walked) one of `secrets` shows.
