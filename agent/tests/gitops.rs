@@ -43,6 +43,14 @@ fn push(remote: &GitRemote, text: &str, message: &str) -> String {
     commit
 }
 
+/// The whole message of the status branch's last commit.
+fn last_status_message(remote: &GitRemote) -> String {
+    git(
+        &remote.bare,
+        &["log", "-1", "--format=%B", "pve-gitops/status"],
+    )
+}
+
 fn status_commits(remote: &GitRemote) -> Vec<String> {
     git(&remote.bare, &["log", "--format=%H", "pve-gitops/status"])
         .lines()
@@ -109,10 +117,7 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
         Outcome::Reconciled { .. }
     ));
     assert!(pve.control.vm(702).await.is_some());
-    let message = git(
-        &remote.bare,
-        &["log", "-1", "--format=%B", "pve-gitops/status"],
-    );
+    let message = last_status_message(&remote);
     assert_eq!(
         message.trim_end(),
         format!(
@@ -174,11 +179,11 @@ async fn pushes_are_applied_and_status_comes_back_as_commits() {
         Outcome::Invalid { .. }
     ));
     assert_eq!(pve.control.counters().await.writes, 0);
-    let message = git(
-        &remote.bare,
-        &["log", "-1", "--format=%s", "pve-gitops/status"],
+    let message = last_status_message(&remote);
+    assert_eq!(
+        message.lines().next().unwrap(),
+        format!("reject {}: 1 error", &bad[..7])
     );
-    assert_eq!(message.trim(), format!("reject {}: 1 error", &bad[..7]));
     let errors = git(&remote.bare, &["show", "pve-gitops/status:prod/errors.md"]);
     assert!(
         errors.contains("web.yaml:13:") && errors.contains("invalid-value"),
@@ -223,10 +228,7 @@ async fn a_new_leader_rejects_on_top_of_the_applied_status() {
         second.tick().await.unwrap(),
         Outcome::Invalid { .. }
     ));
-    let message = git(
-        &remote.bare,
-        &["log", "-1", "--format=%B", "pve-gitops/status"],
-    );
+    let message = last_status_message(&remote);
     assert_eq!(
         message.trim_end(),
         format!(
