@@ -127,6 +127,10 @@ pub struct Daemon {
     led: bool,
     /// Whether the source confirmed a revision since this agent started to lead.
     heard: bool,
+    /// Whether this agent took up the published status since it started to lead; until
+    /// it has, it publishes nothing (what it would publish could contradict what is
+    /// applied).
+    taken_up: bool,
 }
 
 impl Daemon {
@@ -151,6 +155,7 @@ impl Daemon {
             outputs: crate::outputs::Outputs::default(),
             led: false,
             heard: false,
+            taken_up: false,
         }
     }
 
@@ -182,8 +187,9 @@ impl Daemon {
         self.reload();
         let outcome = self.pass().await?;
         // Only the agent that may write publishes: followers would race the leader for
-        // the status branch with the same news.
-        if !self.may_write() {
+        // the status branch with the same news. A new leader publishes once it has taken
+        // up the status its predecessor published.
+        if !self.may_write() || !self.taken_up {
             return Ok(outcome);
         }
         let status = match &outcome {
@@ -270,8 +276,11 @@ impl Daemon {
         let leading = self.may_write();
         if leading && !self.led {
             self.manifests.poll_now();
-            self.take_up_status();
             self.heard = false;
+            self.taken_up = false;
+        }
+        if leading && !self.taken_up {
+            self.take_up_status();
         }
         self.led = leading;
         let revision = self.manifests.revision()?;
@@ -442,10 +451,19 @@ impl Daemon {
     /// The status to build on as this agent starts to lead: the one last published to
     /// the source (by any agent), else the one this node kept in its state directory.
     /// What this agent published before, maybe in an earlier term, no longer counts.
+    /// While the status branch cannot be read, nothing is taken up: a later pass tries
+    /// again, and nothing is published meanwhile.
     fn take_up_status(&mut self) {
-        let published = self.manifests.published_status(&self.options.cluster);
-        self.status = published.or_else(|| self.kept_status());
-        self.published = None;
+        match self.manifests.published_status(&self.options.cluster) {
+            Ok(published) => {
+                self.status = published.or_else(|| self.kept_status());
+                self.published = None;
+                self.taken_up = true;
+            }
+            Err(e) => tracing::warn!(
+                "cannot read the last published status, publishing nothing until it can be: {e:#}"
+            ),
+        }
     }
 
     /// The status this node kept in its state directory, if any.

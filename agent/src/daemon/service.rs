@@ -324,7 +324,10 @@ impl Manifests for Announce {
         self.inner.preview_branches(patterns)
     }
 
-    fn published_status(&mut self, cluster: &str) -> Option<crate::report::status::ClusterStatus> {
+    fn published_status(
+        &mut self,
+        cluster: &str,
+    ) -> Result<Option<crate::report::status::ClusterStatus>> {
         self.inner.published_status(cluster)
     }
 

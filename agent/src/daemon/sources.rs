@@ -48,9 +48,10 @@ pub trait Manifests: Send {
 
     /// The status of `cluster` as last published (by whichever agent led then), for an
     /// agent that starts to lead: a rejection it reports must keep what is applied.
-    /// `None`: none published, or the source has no place for status.
-    fn published_status(&mut self, _cluster: &str) -> Option<ClusterStatus> {
-        None
+    /// `None`: none published, or the source has no place for status. `Err`: it cannot
+    /// be read now (the remote is unreachable).
+    fn published_status(&mut self, _cluster: &str) -> Result<Option<ClusterStatus>> {
+        Ok(None)
     }
 
     /// Publish a cluster's status (`Some(commit)` when a commit was made). Sources without
@@ -243,28 +244,26 @@ impl Manifests for Git {
         Ok(out)
     }
 
-    /// `<cluster>/status.yaml` at the head of the status branch, fetched now. A status
-    /// that cannot be fetched or read is logged and taken as none.
-    fn published_status(&mut self, cluster: &str) -> Option<ClusterStatus> {
+    /// `<cluster>/status.yaml` at the head of the status branch, fetched now. A file that
+    /// is not a status (edited by hand) is logged and taken as none.
+    fn published_status(&mut self, cluster: &str) -> Result<Option<ClusterStatus>> {
         let branch = self.status_branch.clone();
-        let mut read = || -> Result<Option<ClusterStatus>> {
-            let Some(head) = blocking(|| self.source.fetch_branch(&branch))? else {
-                return Ok(None);
-            };
-            let path = format!("{cluster}/status.yaml");
-            let bytes = match self.source.read_file(head, "", &path) {
-                Ok(b) => b,
-                Err(crate::source::Error::Read { .. }) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            let status = serde_yaml::from_slice(&bytes)
-                .with_context(|| format!("{branch}:{path} is not a status"))?;
-            Ok(Some(status))
+        let Some(head) = blocking(|| self.source.fetch_branch(&branch))? else {
+            return Ok(None);
         };
-        read().unwrap_or_else(|e| {
-            tracing::warn!("reading the last published status: {e:#}");
-            None
-        })
+        let path = format!("{cluster}/status.yaml");
+        let bytes = match self.source.read_file(head, "", &path) {
+            Ok(b) => b,
+            Err(crate::source::Error::Read { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match serde_yaml::from_slice(&bytes) {
+            Ok(status) => Ok(Some(status)),
+            Err(e) => {
+                tracing::warn!("{branch}:{path} is not a status, taking none: {e}");
+                Ok(None)
+            }
+        }
     }
 
     fn write_status(
