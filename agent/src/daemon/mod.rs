@@ -440,6 +440,9 @@ impl Daemon {
             ..status
         };
         self.status = Some(status.clone());
+        // Made from what this pass observed and did, not from an earlier status: newer
+        // than anything published, so it is the one to build on and publish.
+        self.taken_up = true;
         Ok(Outcome::Reconciled {
             revision,
             plan,
