@@ -48,16 +48,32 @@ pub fn run(mut cmd: Command, log: &Path, ok_codes: &[i32]) -> (Measured, i32) {
             tail(log, 4000)
         );
     }
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     (
         Measured {
             wall,
-            cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+            cpu: cpu_of(&usage),
             // Linux reports ru_maxrss in KiB.
             max_rss: usage.ru_maxrss as u64 * 1024,
         },
         code,
     )
+}
+
+/// User plus system CPU time in `usage`.
+fn cpu_of(usage: &libc::rusage) -> Duration {
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU time of the calling thread.
+pub fn thread_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_THREAD has no preconditions.
+    let usage = unsafe {
+        assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()), 0);
+        usage.assume_init()
+    };
+    cpu_of(&usage)
 }
 
 /// `wait4(pid)`: the exit status and the resource usage of the child (std's `Child::wait`

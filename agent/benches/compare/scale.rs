@@ -168,27 +168,15 @@ fn poll_cost(remote: &GitRemote) -> f64 {
     source.poll().expect("first poll");
     let mut per_poll: Vec<f64> = (0..POLL_ROUNDS)
         .map(|_| {
-            let before = thread_cpu();
+            let before = crate::proc::thread_cpu();
             for _ in 0..POLLS_PER_ROUND {
                 source.poll().expect("poll");
             }
-            (thread_cpu() - before).as_secs_f64() * 1000.0 / f64::from(POLLS_PER_ROUND)
+            (crate::proc::thread_cpu() - before).as_secs_f64() * 1000.0 / f64::from(POLLS_PER_ROUND)
         })
         .collect();
     per_poll.sort_by(f64::total_cmp);
     per_poll[per_poll.len() / 2]
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
-    // SAFETY: getrusage fills the struct it is given; RUSAGE_THREAD has no preconditions.
-    let usage = unsafe {
-        assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()), 0);
-        usage.assume_init()
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// Observe once, then time `plan` alone over the same desired and observed state.
