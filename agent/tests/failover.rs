@@ -10,7 +10,9 @@
 //!
 //! A second test follows a git repository asked for its head only once an hour: the
 //! follower that takes over must ask again before it applies, or it would apply the
-//! older head it heard of while following.
+//! older head it heard of while following. A third kills the leader during a git
+//! outage: the follower that takes over applies and publishes nothing until the remote
+//! answers, then builds on what its predecessor applied and published.
 //!
 //! The agents and the emulation they share are [`support::agents`]: the emulation is
 //! served from this test process, the agents only see their mounts, and the lease
@@ -376,4 +378,160 @@ async fn a_new_leader_applies_the_newest_head_not_the_one_it_heard_of_while_foll
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A VM with a fixed vmid and `memory`, stopped (so a memory change is applied at once).
+fn sized(memory: &str) -> String {
+    format!(
+        "apiVersion: pve-gitops/v1alpha1
+kind: VirtualMachine
+metadata: {{ name: sized }}
+spec:
+  node: pve1
+  vmid: 200
+  clone: {{ template: 9000 }}
+  memory: {memory}
+  powerState: stopped
+  network: [ {{ bridge: vmbr0 }} ]
+"
+    )
+}
+
+/// VM 200's memory as fakepve holds it.
+async fn memory(pve: &FakePve) -> Option<Value> {
+    pve.control
+        .vm(200)
+        .await
+        .map(|vm| vm["config"]["memory"].clone())
+}
+
+/// How many lines of `node`'s current log contain `text`.
+fn logged(c: &Cluster, node: &str, text: &str) -> usize {
+    let log = c.log(node).expect("runs");
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches(text)
+        .count()
+}
+
+/// A follower that takes over while the remote is unreachable neither applies the
+/// older head it heard of while following nor publishes on top of the status it kept
+/// from an earlier term of its own: both are older than what its predecessor applied.
+/// Once the remote answers, it builds on the published status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_during_a_git_outage_rolls_nothing_back() {
+    if !fuse_ready_or_skip() {
+        return;
+    }
+    let Some((pve, tokens)) = api().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let identity = dir.path().join("age.key");
+    std::fs::copy(data("sops/humphd-sops-age/key.txt"), &identity).unwrap();
+    std::fs::set_permissions(
+        &identity,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let status = |remote: &GitRemote| {
+        support::git::git(
+            &remote.bare,
+            &["log", "-1", "--format=%B", "pve-gitops/status"],
+        )
+    };
+
+    let remote = GitRemote::new();
+    remote.write(&format!("{CLUSTER_DIR}/0-header.yaml"), HEADER);
+    remote.write(&format!("{CLUSTER_DIR}/sized.yaml"), sized("1G"));
+    let first = remote.commit("first");
+    remote.push("main");
+    let mut c = Cluster::new(
+        dir.path(),
+        AgentConfig {
+            source: Source::Repo {
+                url: remote.url(),
+                identity,
+                git_interval: "1h",
+            },
+            api_url: pve.base_url(),
+            ca_file: pve.info.ca_file.clone(),
+        },
+        &tokens,
+    );
+
+    // pve2's first term: it applies `first` and keeps that status in its state directory.
+    start(&mut c, "pve2");
+    assert_eq!(leader(&c), "pve2");
+    until(&c, Duration::from_secs(20), "pve2 applies first", |c| {
+        status(&remote).contains(&format!("Applied-Commit: {first}")) && c.running("pve2")
+    });
+    // pve1 (asking the remote every pass) takes over; pve2 comes back as a follower
+    // that asks only once an hour: it knows `first`, nothing later.
+    c.set_git_interval("0s");
+    start(&mut c, "pve1");
+    let since = monotonic_ns();
+    c.terminate("pve2").unwrap();
+    assert_eq!(new_leader(&c, "pve2", since, TAKEOVER).0, "pve1");
+    c.set_git_interval("1h");
+    start(&mut c, "pve2");
+    until(&c, Duration::from_secs(20), "pve2 fetches first", |c| {
+        c.fetched("pve2").as_deref() == Some(first.as_str())
+    });
+
+    // pve1 applies `second`, then rejects the invalid `third`.
+    remote.write(&format!("{CLUSTER_DIR}/sized.yaml"), sized("2G"));
+    let second = remote.commit("second");
+    remote.push("main");
+    until(&c, Duration::from_secs(20), "pve1 applies second", |_| {
+        status(&remote).contains(&format!("Applied-Commit: {second}"))
+    });
+    remote.write(&format!("{CLUSTER_DIR}/broken.yaml"), "kind: [\n");
+    let third = remote.commit("third");
+    remote.push("main");
+    until(&c, Duration::from_secs(20), "pve1 rejects third", |_| {
+        let m = status(&remote);
+        m.contains(&format!("Applied-Commit: {second}"))
+            && m.contains(&format!("Rejected-Commit: {third}"))
+    });
+    assert_eq!(memory(&pve).await, Some(Value::from("2048")));
+
+    // The remote goes away, and so does pve1.
+    let away = remote.bare.with_extension("away");
+    std::fs::rename(&remote.bare, &away).unwrap();
+    let since = monotonic_ns();
+    c.kill("pve1");
+    // As leader it asks the remote on every pass until it answers (following, never).
+    until(&c, TAKEOVER, "pve2 leads through the outage", |c| {
+        holder(c).as_deref() == Some("pve2")
+            && logged(c, "pve2", "remote unreachable while fetching branch `main`") >= 3
+    });
+    assert_eq!(memory(&pve).await, Some(Value::from("2048")), "rolled back");
+    assert!(
+        !windows(&c)
+            .iter()
+            .any(|(start, _, n)| n == "pve2" && *start > since),
+        "pve2 applied during the outage:\n{}",
+        c.log_tails(15)
+    );
+    for warning in [
+        "has not answered since this agent took over",
+        "cannot read the last published status",
+    ] {
+        assert!(logged(&c, "pve2", warning) >= 3, "{}", c.log_tails(15));
+    }
+
+    // The remote answers again: pve2 takes up the published status and rejects `third`
+    // on top of what pve1 applied, not on top of its own old `first`.
+    std::fs::rename(&away, &remote.bare).unwrap();
+    until(&c, Duration::from_secs(20), "pve2 rejects third", |c| {
+        logged(c, "pve2", "revision rejected") >= 1
+    });
+    let last = status(&remote);
+    assert!(
+        last.contains(&format!("Applied-Commit: {second}"))
+            && last.contains(&format!("Rejected-Commit: {third}")),
+        "expected the reject of {third} on top of {second}:\n{last}"
+    );
+    assert_eq!(memory(&pve).await, Some(Value::from("2048")));
 }

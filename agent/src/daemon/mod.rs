@@ -384,11 +384,13 @@ impl Daemon {
         // Leading now but not when the revision was read, or the source has not answered
         // since this agent took over (a git outage): the revision may be older than what
         // the previous leader applied. Follow until the source confirms one.
-        let window = self.leadership.begin_apply();
-        if window.is_some() && leading && !self.heard {
+        // No window is opened then: the apply log records only windows that may apply.
+        if leading && !self.heard {
             tracing::warn!(%revision, "leading, but the manifests source has not answered since this agent took over: applying nothing until it does");
         }
-        let window = window.filter(|_| leading && self.heard);
+        let window = (leading && self.heard)
+            .then(|| self.leadership.begin_apply())
+            .flatten();
         let Some(window) = window else {
             crate::pass::follow(&prepared, &options);
             return Ok(Outcome::Following {

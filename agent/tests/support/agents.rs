@@ -86,6 +86,14 @@ impl Cluster {
         }
     }
 
+    /// The `--git-interval` of the agents started from now on (a repository source).
+    pub fn set_git_interval(&mut self, interval: &'static str) {
+        match &mut self.config.source {
+            Source::Repo { git_interval, .. } => *git_interval = interval,
+            Source::Dir(_) => panic!("the agents follow a directory"),
+        }
+    }
+
     /// The directory the agents' files go to.
     pub fn dir(&self) -> &Path {
         &self.dir
