@@ -543,3 +543,112 @@ async fn creates_are_waited_for_by_their_config_and_fail_with_their_task() {
         }
     }
 }
+
+/// Waits for tasks on one node share their looks: while several are waited for, a look
+/// reads the node's task list (`GET /nodes/{node}/tasks`), and the waits whose tasks it
+/// shows ended finish without a status request of their own, each with its own exit
+/// status. A wait alone on its node reads its task's status.
+#[tokio::test]
+async fn waits_on_one_node_share_a_look_at_its_task_list() {
+    let pve = fake!();
+    let (client, control) = (pve.client(), &pve.control);
+    // Starts of 50 PVE seconds (half a second here); 304 fails at the end of its start.
+    for vmid in [301, 302, 303] {
+        control
+            .create_vm(json!({"vmid": vmid, "start_secs": 50}))
+            .await;
+    }
+    control
+        .create_vm(json!({"vmid": 304, "start_secs": 50, "start_error": "QEMU exited with code 1"}))
+        .await;
+    control
+        .create_vm(json!({"vmid": 305, "node": "pve2", "start_secs": 50}))
+        .await;
+    control.reset_counters().await;
+
+    let mut upids = Vec::new();
+    for (node, vmid) in [
+        ("pve1", 301),
+        ("pve1", 302),
+        ("pve1", 303),
+        ("pve1", 304),
+        ("pve2", 305),
+    ] {
+        upids.push(client.start_vm(node, vmid).await.unwrap());
+    }
+    let mut waits = tokio::task::JoinSet::new();
+    for (i, upid) in upids.iter().enumerate() {
+        let (client, upid) = (client.clone(), upid.clone());
+        waits.spawn(async move { (i, client.wait_task(&upid, TASK).await) });
+    }
+    let mut outcomes: Vec<_> = waits.join_all().await;
+    outcomes.sort_by_key(|(i, _)| *i);
+    let outcomes: Vec<_> = outcomes.into_iter().map(|(_, o)| o).collect();
+    for (upid, outcome) in upids.iter().zip(&outcomes) {
+        match (upid.id(), outcome) {
+            ("304", Err(PveError::TaskFailed { exitstatus, .. })) => {
+                assert_eq!(exitstatus, "QEMU exited with code 1")
+            }
+            ("304", other) => panic!("304's start should fail: {other:?}"),
+            (_, Ok(done)) => assert_eq!(done.exitstatus, "OK"),
+            (id, Err(e)) => panic!("{id}: {e}"),
+        }
+    }
+    for vmid in [301, 302, 303, 305] {
+        assert_eq!(control.vm(vmid).await.unwrap()["status"], "running");
+    }
+
+    let c = control.counters().await;
+    let status_looks = |upid: &pve_gitops::pve::Upid| {
+        c.path(
+            "GET",
+            &format!("/nodes/{}/tasks/{}/status", upid.node(), upid.as_str()),
+        )
+    };
+    let lists = c.path("GET", "/nodes/pve1/tasks");
+    assert!(lists >= 1, "{:?}", c.by_endpoint);
+    // One wait of the four (the first of its type, finding out how long starts take)
+    // looks; the list shows the others their ends.
+    let own: Vec<u64> = upids[..4].iter().map(status_looks).collect();
+    assert!(
+        own.iter().filter(|n| **n == 0).count() >= 3,
+        "status looks per pve1 task: {own:?}, list looks: {lists}"
+    );
+    assert!(
+        status_looks(&upids[4]) >= 1,
+        "alone on pve2: its own status"
+    );
+    assert_eq!(c.path("GET", "/nodes/pve2/tasks"), 0);
+}
+
+/// A node whose task list cannot be read (here: refused) is looked at task by task.
+#[tokio::test]
+async fn waits_fall_back_to_each_task_status_where_the_list_is_refused() {
+    let pve = fake!();
+    let (client, control) = (pve.client(), &pve.control);
+    for vmid in [311, 312] {
+        control
+            .create_vm(json!({"vmid": vmid, "start_secs": 50}))
+            .await;
+    }
+    control
+        .fail(
+            json!({"method": "GET", "path": "/nodes/pve1/tasks", "status": 403,
+                     "message": "Permission check failed", "times": 100}),
+        )
+        .await;
+    control.reset_counters().await;
+    let a = client.start_vm("pve1", 311).await.unwrap();
+    let b = client.start_vm("pve1", 312).await.unwrap();
+    let (ra, rb) = tokio::join!(client.wait_task(&a, TASK), client.wait_task(&b, TASK));
+    assert_eq!(ra.unwrap().exitstatus, "OK");
+    assert_eq!(rb.unwrap().exitstatus, "OK");
+    let c = control.counters().await;
+    assert_eq!(
+        c.path("GET", "/nodes/pve1/tasks"),
+        1,
+        "tried once: {:?}",
+        c.by_endpoint
+    );
+    assert!(c.endpoint("GET /nodes/{node}/tasks/{upid}/status") >= 2);
+}

@@ -29,7 +29,8 @@ async fn twenty_vms_converge_then_cost_one_read_each_and_no_write() {
     );
     assert_eq!(converged.report.done.len(), N as usize);
     // Clone, read the clone's config (which shows its task is over), configure, start,
-    // the start's task, the record: six per VM, plus the pass's listings.
+    // a look at the start's task (often answered by another's look at the node's task
+    // list), the record: six per VM at most, plus the pass's listings.
     assert!(
         converged.calls.total <= 6 * u64::from(N) + scale::CONVERGE_CONSTANT,
         "converging {N} VMs took {} calls: {:?}",

@@ -53,6 +53,7 @@ import images
 from hang import HangMixin, add_hang_routes
 
 import reset
+import tasklist
 import writelog
 
 TOKEN_ID = 'root@pam!test'
@@ -66,7 +67,7 @@ UNITS = {'': 1, 'K': 1024, 'M': 1024 ** 2, 'G': 1024 ** 3, 'T': 1024 ** 4}
 SHARED_TYPES = ('rbd', 'cephfs', 'nfs', 'cifs', 'glusterfs', 'iscsi', 'iscsidirect', 'pbs')
 
 
-class CountingPve(writelog.WriteLogMixin, HangMixin, SdnApi, images.ImagesMixin, access.AccessState, clock.NodeClock, FakePve):
+class CountingPve(writelog.WriteLogMixin, HangMixin, tasklist.TaskList, SdnApi, images.ImagesMixin, access.AccessState, clock.NodeClock, FakePve):
     """FakePve that counts every request it records, per schema endpoint and per concrete path."""
 
     def __init__(self, *args, **kwargs):

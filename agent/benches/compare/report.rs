@@ -354,7 +354,7 @@ fn targets(d: &mut String, scenarios: &[Scenario], runs: &[Run]) {
             let mut judged = verdict(per_vm <= REQUESTS_PER_VM_TARGET).to_string();
             if s.task_secs > 0.0 && per_vm > REQUESTS_PER_VM_TARGET {
                 judged.push_str(
-                    ": six when every task is seen ended at its first look; each look that finds one still running is one more. The agent learns how long each task type takes by looking a little earlier each round until one look is too early: about a request per task type, after the first round, so a converge of one round (N = 10 at these bounds) does not pay it, and the difference between the sizes counts it as cost per VM",
+                    ": each look that finds a task still running costs a request more. A look reads the node's task list while other tasks on the node are waited for, which answers them all; alone, the task's status. The agent learns how long each task type takes by looking a little earlier each round until one look is too early: about a request per task type, after the first round, so a converge of one round (N = 10 at these bounds) does not pay it, and the difference between the sizes counts it as cost per VM",
                 );
             }
             let _ = writeln!(

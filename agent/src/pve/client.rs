@@ -14,6 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::board::TaskBoard;
 use super::error::{classify, ClientBuildError, HttpFailure, PveError, TransportKind};
 use super::form::Params;
 use super::limits::{node_of, Limits};
@@ -40,6 +41,8 @@ struct Inner {
     task_poll: TaskPollPolicy,
     /// How long tasks of each type took so far (clones of this client share it).
     pace: TaskPace,
+    /// The tasks being waited for, per node (clones of this client share it).
+    board: TaskBoard,
 }
 
 impl fmt::Debug for PveClient {
@@ -97,6 +100,7 @@ impl PveClient {
                 retry: options.retry,
                 task_poll: options.task_poll,
                 pace: TaskPace::default(),
+                board: TaskBoard::default(),
             }),
         })
     }
@@ -116,6 +120,10 @@ impl PveClient {
 
     pub(crate) fn task_pace(&self) -> &TaskPace {
         &self.inner.pace
+    }
+
+    pub(crate) fn task_board(&self) -> &TaskBoard {
+        &self.inner.board
     }
 
     pub async fn get<T: DeserializeOwned>(

@@ -15,6 +15,7 @@
 //! * [`qemu`], [`lxc`], [`cluster`], [`storage`], [`guest_agent`]: typed endpoints.
 //! * [`config`], [`types`]: what the read endpoints return.
 
+pub mod board;
 pub mod client;
 pub mod cluster;
 pub mod config;

@@ -6,12 +6,16 @@
 //! a second, and backs off to a cap, because a slow clone or a long shutdown should not
 //! cost a request every few milliseconds. Time is tokio's, so tests can run the fake
 //! with a small `time_scale` and not wait for real seconds.
+//!
+//! While other tasks on the node are waited for too, a look reads the node's task list
+//! instead, which answers them all ([`super::board`]).
 
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::board::{ListedTask, Seen, Waiting};
 use super::client::PveClient;
 use super::de;
 use super::error::PveError;
@@ -70,6 +74,24 @@ impl TaskStatus {
 /// unusually slow task must not make the next, quick one wait minutes.
 const MAX_FIRST_WAIT: Duration = Duration::from_secs(15);
 
+/// The most tasks one list look reads (PVE's default is 50). Only tasks started since
+/// the earliest one waited for are listed, so this is rarely reached; a task it leaves
+/// out is looked at by its status.
+const LIST_LIMIT: u32 = 200;
+
+/// Whether a failed list look means the list cannot serve this node at all (rather
+/// than a passing fault, which the task's status look meets too).
+fn list_unusable(e: &PveError) -> bool {
+    match e {
+        PveError::ParameterVerification(_)
+        | PveError::Auth(_)
+        | PveError::NotFound(_)
+        | PveError::InvalidResponse { .. } => true,
+        PveError::Api(f) => f.status == 501,
+        _ => false,
+    }
+}
+
 /// One wait's place in [`super::pace`]: what it expected, and since when it waits.
 struct Pacing<'a> {
     kind: String,
@@ -77,6 +99,16 @@ struct Pacing<'a> {
     started: Instant,
     /// Held while this wait finds out how long tasks of its type take.
     _scout: Option<Scout<'a>>,
+    /// Its place on the node's [`super::board`].
+    waiting: Waiting,
+}
+
+/// Sleep `wait`, or less if a look at the node's tasks sees this wait's task end.
+async fn nap(waiting: &Waiting, wait: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = waiting.ended_elsewhere() => {}
+    }
 }
 
 impl Pacing<'_> {
@@ -166,6 +198,52 @@ impl PveClient {
         self.get(&path, &Params::new()).await
     }
 
+    /// The node's tasks that started at `since` (Unix time) or later, running or ended.
+    pub async fn node_tasks(&self, node: &str, since: u64) -> Result<Vec<ListedTask>, PveError> {
+        let path = format!("/nodes/{}/tasks", segment(node));
+        let query = Params::new()
+            .with("source", "all")
+            .with("since", since)
+            .with("limit", LIST_LIMIT);
+        self.get(&path, &query).await
+    }
+
+    /// One look at the task: its exit status if it ended, `None` if it runs. Another
+    /// wait's look at the node's list may have answered it since `asked`; else, with other
+    /// tasks on the node waited for, this look reads the list and answers them too.
+    async fn look(&self, upid: &Upid, waiting: &Waiting) -> Result<Option<String>, PveError> {
+        let asked = Instant::now();
+        if let Some(exit) = waiting.ended() {
+            return Ok(Some(exit));
+        }
+        let _turn = waiting.turn().await;
+        let answer = |seen: Seen| match seen {
+            Seen::Ended(exit) => Some(exit),
+            Seen::Running(_) => None,
+        };
+        if let Some(seen) = waiting.seen_since(asked) {
+            return Ok(answer(seen));
+        }
+        if let Some(since) = waiting.list_since() {
+            match self.node_tasks(upid.node(), since).await {
+                Ok(list) => {
+                    waiting.record(&list, Instant::now());
+                    if let Some(seen) = waiting.seen_since(asked) {
+                        return Ok(answer(seen));
+                    }
+                }
+                Err(e) => {
+                    if list_unusable(&e) {
+                        tracing::info!(node = upid.node(), error = %e, "cannot read the node's task list; looking at each task's status instead");
+                        waiting.list_unusable();
+                    }
+                }
+            }
+        }
+        let status = self.task_status(upid).await?;
+        Ok((!status.is_running()).then(|| status.exitstatus.unwrap_or_else(|| "unknown".into())))
+    }
+
     /// Poll until the task stops, at most `timeout`. A task still running then gives
     /// [`PveError::TaskDeadline`] (it is not stopped: PVE may still finish it).
     ///
@@ -213,7 +291,7 @@ impl PveClient {
                     looked = Some(pacing.started.elapsed());
                     let left = (pacing.started + timeout).saturating_duration_since(Instant::now());
                     let wait = paced_interval(&self.task_poll(), pacing.expected);
-                    tokio::time::sleep(wait.min(left)).await;
+                    nap(&pacing.waiting, wait.min(left)).await;
                 }
                 _ => {
                     looked = Some(pacing.started.elapsed());
@@ -242,27 +320,31 @@ impl PveClient {
         let kind = pace_key(upid);
         let pace = self.task_pace();
         let started = Instant::now();
+        let waiting = self.task_board().enter(upid);
         let mut scout = None;
         let mut expected = pace.first_wait(&kind, started);
         if expected.is_none() {
             match pace.scout(&kind) {
                 Scouting::Lead(s) => scout = Some(s),
                 Scouting::Follow(woken) => {
-                    expected = pace
-                        .follow(&kind, &woken, MAX_FIRST_WAIT.min(timeout))
-                        .await;
+                    let cap = MAX_FIRST_WAIT.min(timeout);
+                    tokio::select! {
+                        e = pace.follow(&kind, &woken, cap) => expected = e,
+                        _ = waiting.ended_elsewhere() => expected = pace.expected(&kind),
+                    }
                 }
             }
         }
         if let Some(e) = expected.filter(|e| !e.is_zero()) {
             let due = started + e.min(MAX_FIRST_WAIT).min(timeout);
-            tokio::time::sleep_until(due).await;
+            nap(&waiting, due.saturating_duration_since(Instant::now())).await;
         }
         Pacing {
             kind,
             expected,
             started,
             _scout: scout,
+            waiting,
         }
     }
 
@@ -303,16 +385,15 @@ impl PveClient {
                         interval = paced_interval(&policy, Some(e));
                     }
                 }
-                tokio::time::sleep(wait.min(deadline - now)).await;
+                nap(&pacing.waiting, wait.min(deadline - now)).await;
                 interval = interval.mul_f64(policy.factor).min(policy.max_interval);
             }
-            let status = self.task_status(upid).await?;
+            let ended = self.look(upid, &pacing.waiting).await?;
             polls += 1;
-            if !status.is_running() {
-                let exit = status.exitstatus.as_deref().unwrap_or("unknown");
+            if let Some(exit) = ended {
                 tracing::info!(upid = %upid, exitstatus = exit, polls, "PVE task finished");
                 pacing.ended(self, running_at);
-                return outcome(upid, exit);
+                return outcome(upid, &exit);
             }
             running_at = Some(pacing.started.elapsed());
         }
