@@ -652,3 +652,34 @@ async fn waits_fall_back_to_each_task_status_where_the_list_is_refused() {
     );
     assert!(c.endpoint("GET /nodes/{node}/tasks/{upid}/status") >= 2);
 }
+
+/// PVE's list shows a task as running until the daemon that started it has reaped its
+/// worker. A list stuck at that does not hold the waits up: after a few list looks that
+/// say running, a wait reads its task's status.
+#[tokio::test]
+async fn waits_see_through_a_list_that_shows_ended_tasks_running() {
+    let pve = fake!();
+    let (client, control) = (pve.client(), &pve.control);
+    for vmid in [321, 322] {
+        control
+            .create_vm(json!({"vmid": vmid, "start_secs": 50}))
+            .await;
+    }
+    control.stale_task_list(true).await;
+    control.reset_counters().await;
+    let a = client.start_vm("pve1", 321).await.unwrap();
+    let b = client.start_vm("pve1", 322).await.unwrap();
+    let (ra, rb) = tokio::join!(client.wait_task(&a, TASK), client.wait_task(&b, TASK));
+    assert_eq!(ra.unwrap().exitstatus, "OK");
+    assert_eq!(rb.unwrap().exitstatus, "OK");
+    let c = control.counters().await;
+    assert!(
+        c.path("GET", "/nodes/pve1/tasks") >= 1,
+        "{:?}",
+        c.by_endpoint
+    );
+    for upid in [&a, &b] {
+        let path = format!("/nodes/pve1/tasks/{}/status", upid.as_str());
+        assert!(c.path("GET", &path) >= 1, "{:?}", c.by_endpoint);
+    }
+}

@@ -543,6 +543,7 @@ def control_app(pve):
     images.control_routes(routes, pve)
     access.control_routes(pve, routes)
     clock.control_routes(pve, routes)
+    tasklist.control_routes(pve, routes)
     add_hang_routes(routes, pve)
     reset.add_routes(routes, pve)
     writelog.add_routes(routes, pve)

@@ -79,6 +79,21 @@ const MAX_FIRST_WAIT: Duration = Duration::from_secs(15);
 /// out is looked at by its status.
 const LIST_LIMIT: u32 = 200;
 
+/// How many looks in a row a wait takes the node's task list's word that its task still
+/// runs before it asks the task's status. PVE's list shows a task as running until the
+/// daemon that started it has reaped its worker and noted the end, which is at once
+/// unless that daemon is busy or gone; the status reads the task's process itself.
+const LISTED_RUNNING: u32 = 3;
+
+/// What one look at a task saw.
+#[derive(Debug)]
+enum Looked {
+    /// Ended with this exit status.
+    Ended(String),
+    /// Still running, as the node's task list (`listed`) or the task's status said.
+    Running { listed: bool },
+}
+
 /// Whether a failed list look means the list cannot serve this node at all (rather
 /// than a passing fault, which the task's status look meets too).
 fn list_unusable(e: &PveError) -> bool {
@@ -208,28 +223,34 @@ impl PveClient {
         self.get(&path, &query).await
     }
 
-    /// One look at the task: its exit status if it ended, `None` if it runs. Another
-    /// wait's look at the node's list may have answered it since `asked`; else, with other
-    /// tasks on the node waited for, this look reads the list and answers them too.
-    async fn look(&self, upid: &Upid, waiting: &Waiting) -> Result<Option<String>, PveError> {
+    /// One look at the task. Another wait's look at the node's list may have answered it
+    /// since `asked`; else, with other tasks on the node waited for, this look reads the
+    /// list and answers them too. `by_list: false` takes only an end from the list and
+    /// asks the task's status otherwise (see [`LISTED_RUNNING`]).
+    async fn look(
+        &self,
+        upid: &Upid,
+        waiting: &Waiting,
+        by_list: bool,
+    ) -> Result<Looked, PveError> {
         let asked = Instant::now();
+        let listed = |seen: Seen| match seen {
+            Seen::Ended(exit) => Some(Looked::Ended(exit)),
+            Seen::Running(_) => by_list.then_some(Looked::Running { listed: true }),
+        };
         if let Some(exit) = waiting.ended() {
-            return Ok(Some(exit));
+            return Ok(Looked::Ended(exit));
         }
         let _turn = waiting.turn().await;
-        let answer = |seen: Seen| match seen {
-            Seen::Ended(exit) => Some(exit),
-            Seen::Running(_) => None,
-        };
-        if let Some(seen) = waiting.seen_since(asked) {
-            return Ok(answer(seen));
+        if let Some(looked) = waiting.seen_since(asked).and_then(listed) {
+            return Ok(looked);
         }
-        if let Some(since) = waiting.list_since() {
+        if let Some(since) = waiting.list_since().filter(|_| by_list) {
             match self.node_tasks(upid.node(), since).await {
                 Ok(list) => {
                     waiting.record(&list, Instant::now());
-                    if let Some(seen) = waiting.seen_since(asked) {
-                        return Ok(answer(seen));
+                    if let Some(looked) = waiting.seen_since(asked).and_then(listed) {
+                        return Ok(looked);
                     }
                 }
                 Err(e) => {
@@ -241,7 +262,10 @@ impl PveClient {
             }
         }
         let status = self.task_status(upid).await?;
-        Ok((!status.is_running()).then(|| status.exitstatus.unwrap_or_else(|| "unknown".into())))
+        Ok(match status.is_running() {
+            true => Looked::Running { listed: false },
+            false => Looked::Ended(status.exitstatus.unwrap_or_else(|| "unknown".into())),
+        })
     }
 
     /// Poll until the task stops, at most `timeout`. A task still running then gives
@@ -364,6 +388,7 @@ impl PveClient {
         let mut learned = pacing.expected.is_some();
         let mut running_at = looked;
         let mut polls = 0u32;
+        let mut listed_running = 0u32;
         loop {
             if running_at.is_some() {
                 let now = Instant::now();
@@ -388,12 +413,18 @@ impl PveClient {
                 nap(&pacing.waiting, wait.min(deadline - now)).await;
                 interval = interval.mul_f64(policy.factor).min(policy.max_interval);
             }
-            let ended = self.look(upid, &pacing.waiting).await?;
+            let looked = self
+                .look(upid, &pacing.waiting, listed_running < LISTED_RUNNING)
+                .await?;
             polls += 1;
-            if let Some(exit) = ended {
-                tracing::info!(upid = %upid, exitstatus = exit, polls, "PVE task finished");
-                pacing.ended(self, running_at);
-                return outcome(upid, &exit);
+            match looked {
+                Looked::Ended(exit) => {
+                    tracing::info!(upid = %upid, exitstatus = exit, polls, "PVE task finished");
+                    pacing.ended(self, running_at);
+                    return outcome(upid, &exit);
+                }
+                Looked::Running { listed: true } => listed_running += 1,
+                Looked::Running { listed: false } => listed_running = 0,
             }
             running_at = Some(pacing.started.elapsed());
         }

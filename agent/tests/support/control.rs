@@ -126,6 +126,12 @@ impl Control {
         self.post("/fail", spec).await;
     }
 
+    /// Make the node task lists show every task as running (`true`), as PVE's does for
+    /// tasks whose worker the daemon that started it has not reaped; `false`: as they are.
+    pub async fn stale_task_list(&self, stale: bool) {
+        self.post("/tasklist", json!({ "stale": stale })).await;
+    }
+
     pub async fn clear_failures(&self) {
         self.post("/fail/clear", json!({})).await;
     }
