@@ -167,6 +167,36 @@ async fn api() -> Option<(FakePve, BTreeMap<&'static str, String>)> {
     Some((pve, tokens))
 }
 
+/// Agents following `remote`'s cluster directory, asking it for the head once an hour
+/// (see [`Cluster::set_git_interval`]), with the age identity of the test data.
+fn following(
+    dir: &std::path::Path,
+    pve: &FakePve,
+    tokens: &BTreeMap<&'static str, String>,
+    remote: &GitRemote,
+) -> Cluster {
+    let identity = dir.join("age.key");
+    std::fs::copy(data("sops/humphd-sops-age/key.txt"), &identity).unwrap();
+    std::fs::set_permissions(
+        &identity,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    Cluster::new(
+        dir,
+        AgentConfig {
+            source: Source::Repo {
+                url: remote.url(),
+                identity,
+                git_interval: "1h",
+            },
+            api_url: pve.base_url(),
+            ca_file: pve.info.ca_file.clone(),
+        },
+        tokens,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_failovers_never_two_writers_and_no_duplicates() {
     if !fuse_ready_or_skip() {
@@ -309,13 +339,6 @@ async fn a_new_leader_applies_the_newest_head_not_the_one_it_heard_of_while_foll
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let identity = dir.path().join("age.key");
-    std::fs::copy(data("sops/humphd-sops-age/key.txt"), &identity).unwrap();
-    std::fs::set_permissions(
-        &identity,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
 
     let remote = GitRemote::new();
     remote.write(&format!("{CLUSTER_DIR}/0-header.yaml"), HEADER);
@@ -323,19 +346,7 @@ async fn a_new_leader_applies_the_newest_head_not_the_one_it_heard_of_while_foll
     let first = remote.commit("first");
     remote.push("main");
 
-    let mut c = Cluster::new(
-        dir.path(),
-        AgentConfig {
-            source: Source::Repo {
-                url: remote.url(),
-                identity,
-                git_interval: "1h",
-            },
-            api_url: pve.base_url(),
-            ca_file: pve.info.ca_file.clone(),
-        },
-        &tokens,
-    );
+    let mut c = following(dir.path(), &pve, &tokens, &remote);
     start(&mut c, "pve1");
     let old = leader(&c);
     assert_eq!(old, "pve1");
@@ -427,13 +438,6 @@ async fn a_new_leader_during_a_git_outage_rolls_nothing_back() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let identity = dir.path().join("age.key");
-    std::fs::copy(data("sops/humphd-sops-age/key.txt"), &identity).unwrap();
-    std::fs::set_permissions(
-        &identity,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
     let status = |remote: &GitRemote| {
         support::git::git(
             &remote.bare,
@@ -446,19 +450,7 @@ async fn a_new_leader_during_a_git_outage_rolls_nothing_back() {
     remote.write(&format!("{CLUSTER_DIR}/sized.yaml"), sized("1G"));
     let first = remote.commit("first");
     remote.push("main");
-    let mut c = Cluster::new(
-        dir.path(),
-        AgentConfig {
-            source: Source::Repo {
-                url: remote.url(),
-                identity,
-                git_interval: "1h",
-            },
-            api_url: pve.base_url(),
-            ca_file: pve.info.ca_file.clone(),
-        },
-        &tokens,
-    );
+    let mut c = following(dir.path(), &pve, &tokens, &remote);
 
     // pve2's first term: it applies `first` and keeps that status in its state directory.
     start(&mut c, "pve2");

@@ -428,16 +428,21 @@ async fn lost_quorum_and_offline_nodes() {
     assert!(status.memory.is_some() && status.cpuinfo.is_some());
 }
 
-#[tokio::test]
-async fn a_task_like_the_last_one_is_polled_once_or_twice() {
-    let pve = fake!();
-    let (client, control) = (pve.client(), &pve.control);
-    // Each start takes 50 PVE seconds: half a second at the fake's time scale 0.01.
-    for vmid in [201, 202, 203] {
+/// Stopped VMs on pve1 whose starts take 50 PVE seconds: half a second at the fake's
+/// time scale 0.01.
+async fn slow_starting(control: &support::control::Control, vmids: &[u32]) {
+    for vmid in vmids {
         control
             .create_vm(json!({"vmid": vmid, "start_secs": 50}))
             .await;
     }
+}
+
+#[tokio::test]
+async fn a_task_like_the_last_one_is_polled_once_or_twice() {
+    let pve = fake!();
+    let (client, control) = (pve.client(), &pve.control);
+    slow_starting(control, &[201, 202, 203]).await;
     // Status requests for one task (the harness counts decoded paths).
     let polls = |upid: &pve_gitops::pve::Upid, c: &support::control::Counters| {
         c.path(
@@ -552,12 +557,8 @@ async fn creates_are_waited_for_by_their_config_and_fail_with_their_task() {
 async fn waits_on_one_node_share_a_look_at_its_task_list() {
     let pve = fake!();
     let (client, control) = (pve.client(), &pve.control);
-    // Starts of 50 PVE seconds (half a second here); 304 fails at the end of its start.
-    for vmid in [301, 302, 303] {
-        control
-            .create_vm(json!({"vmid": vmid, "start_secs": 50}))
-            .await;
-    }
+    // 304 fails at the end of its start.
+    slow_starting(control, &[301, 302, 303]).await;
     control
         .create_vm(json!({"vmid": 304, "start_secs": 50, "start_error": "QEMU exited with code 1"}))
         .await;
@@ -626,11 +627,7 @@ async fn waits_on_one_node_share_a_look_at_its_task_list() {
 async fn waits_fall_back_to_each_task_status_where_the_list_is_refused() {
     let pve = fake!();
     let (client, control) = (pve.client(), &pve.control);
-    for vmid in [311, 312] {
-        control
-            .create_vm(json!({"vmid": vmid, "start_secs": 50}))
-            .await;
-    }
+    slow_starting(control, &[311, 312]).await;
     control
         .fail(
             json!({"method": "GET", "path": "/nodes/pve1/tasks", "status": 403,
@@ -660,11 +657,7 @@ async fn waits_fall_back_to_each_task_status_where_the_list_is_refused() {
 async fn waits_see_through_a_list_that_shows_ended_tasks_running() {
     let pve = fake!();
     let (client, control) = (pve.client(), &pve.control);
-    for vmid in [321, 322] {
-        control
-            .create_vm(json!({"vmid": vmid, "start_secs": 50}))
-            .await;
-    }
+    slow_starting(control, &[321, 322]).await;
     control.stale_task_list(true).await;
     control.reset_counters().await;
     let a = client.start_vm("pve1", 321).await.unwrap();
