@@ -438,11 +438,10 @@ async fn a_new_leader_during_a_git_outage_rolls_nothing_back() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let status = |remote: &GitRemote| {
-        support::git::git(
-            &remote.bare,
-            &["log", "-1", "--format=%B", "pve-gitops/status"],
-        )
+    // The last status commit's message; empty before the first.
+    let status = |remote: &GitRemote| match remote.remote_head("pve-gitops/status") {
+        Some(head) => support::git::git(&remote.bare, &["log", "-1", "--format=%B", &head]),
+        None => String::new(),
     };
 
     let remote = GitRemote::new();
