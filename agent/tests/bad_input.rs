@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::control::text;
-use support::corpus::{cases, data, write_good, Case, CLUSTER_DIR, OUTSIDE, PLAINTEXTS};
+use support::corpus::{age_identity, cases, write_good, Case, CLUSTER_DIR, OUTSIDE, PLAINTEXTS};
 use support::fakepve::{FakePve, Options};
 use support::git::{git, GitRemote};
 
@@ -164,11 +164,8 @@ fn start_agent(pve: &FakePve, remote: &GitRemote) -> Agent {
         format!("{}={}\n", pve.info.token_id, pve.info.token_secret),
     )
     .unwrap();
-    // The identity that opens the good revision's secrets; git keeps it 0644, the agent
-    // wants 0600.
-    let key = scratch.join("age.key");
-    std::fs::copy(data("sops/humphd-sops-age/key.txt"), &key).unwrap();
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // The identity that opens the good revision's secrets.
+    let key = age_identity(&scratch);
     let mut child = Command::new(env!("CARGO_BIN_EXE_pve-gitops"))
         .arg("run")
         .arg("--repo")

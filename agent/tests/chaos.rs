@@ -35,7 +35,7 @@ use support::chaos::invariants::{
 use support::chaos::revisions::{write_tree, Desired, ExpectedVm, TEMPLATE};
 use support::chaos::Rng;
 use support::control::text;
-use support::corpus::{cases, data, Case, OUTSIDE, PLAINTEXTS};
+use support::corpus::{age_identity, cases, Case, OUTSIDE, PLAINTEXTS};
 use support::fakepve::{FakePve, Options};
 use support::git::{git, GitRemote};
 
@@ -132,13 +132,7 @@ async fn soak(seed: u64, chaos: Duration) -> Result<(), String> {
         tokens.insert(node, format!("{id}={secret}\n"));
     }
 
-    let identity = scratch.join("age.key");
-    std::fs::copy(data("sops/humphd-sops-age/key.txt"), &identity).unwrap();
-    std::fs::set_permissions(
-        &identity,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    let identity = age_identity(&scratch);
     let cluster = Cluster::new(
         &scratch,
         AgentConfig {

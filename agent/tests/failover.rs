@@ -28,7 +28,7 @@ use pve_gitops::daemon::leader::monotonic_ns;
 use pve_gitops::lease::LeaderIdentity;
 use serde_json::Value;
 use support::agents::{AgentConfig, Cluster, Source, NODES};
-use support::corpus::{data, CLUSTER_DIR};
+use support::corpus::{age_identity, CLUSTER_DIR};
 use support::fakepve::{FakePve, Options};
 use support::git::GitRemote;
 
@@ -175,13 +175,7 @@ fn following(
     tokens: &BTreeMap<&'static str, String>,
     remote: &GitRemote,
 ) -> Cluster {
-    let identity = dir.join("age.key");
-    std::fs::copy(data("sops/humphd-sops-age/key.txt"), &identity).unwrap();
-    std::fs::set_permissions(
-        &identity,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    let identity = age_identity(dir);
     Cluster::new(
         dir,
         AgentConfig {

@@ -622,6 +622,16 @@ async fn waits_on_one_node_share_a_look_at_its_task_list() {
     assert_eq!(c.path("GET", "/nodes/pve2/tasks"), 0);
 }
 
+/// Start two of pve1's VMs, wait for both starts at once, and check they succeeded.
+async fn start_together(client: &PveClient, vmids: [u32; 2]) -> [pve_gitops::pve::Upid; 2] {
+    let a = client.start_vm("pve1", vmids[0]).await.unwrap();
+    let b = client.start_vm("pve1", vmids[1]).await.unwrap();
+    let (ra, rb) = tokio::join!(client.wait_task(&a, TASK), client.wait_task(&b, TASK));
+    assert_eq!(ra.unwrap().exitstatus, "OK");
+    assert_eq!(rb.unwrap().exitstatus, "OK");
+    [a, b]
+}
+
 /// A node whose task list cannot be read (here: refused) is looked at task by task.
 #[tokio::test]
 async fn waits_fall_back_to_each_task_status_where_the_list_is_refused() {
@@ -635,11 +645,7 @@ async fn waits_fall_back_to_each_task_status_where_the_list_is_refused() {
         )
         .await;
     control.reset_counters().await;
-    let a = client.start_vm("pve1", 311).await.unwrap();
-    let b = client.start_vm("pve1", 312).await.unwrap();
-    let (ra, rb) = tokio::join!(client.wait_task(&a, TASK), client.wait_task(&b, TASK));
-    assert_eq!(ra.unwrap().exitstatus, "OK");
-    assert_eq!(rb.unwrap().exitstatus, "OK");
+    start_together(&client, [311, 312]).await;
     let c = control.counters().await;
     assert_eq!(
         c.path("GET", "/nodes/pve1/tasks"),
@@ -660,11 +666,7 @@ async fn waits_see_through_a_list_that_shows_ended_tasks_running() {
     slow_starting(control, &[321, 322]).await;
     control.stale_task_list(true).await;
     control.reset_counters().await;
-    let a = client.start_vm("pve1", 321).await.unwrap();
-    let b = client.start_vm("pve1", 322).await.unwrap();
-    let (ra, rb) = tokio::join!(client.wait_task(&a, TASK), client.wait_task(&b, TASK));
-    assert_eq!(ra.unwrap().exitstatus, "OK");
-    assert_eq!(rb.unwrap().exitstatus, "OK");
+    let [a, b] = start_together(&client, [321, 322]).await;
     let c = control.counters().await;
     assert!(
         c.path("GET", "/nodes/pve1/tasks") >= 1,

@@ -46,6 +46,15 @@ pub fn data(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// The age identity that opens the test data's secrets, copied to `dir/age.key` with the
+/// mode the agent wants (git checks it out 0644; the agent refuses a key others can read).
+pub fn age_identity(dir: &Path) -> PathBuf {
+    let key = dir.join("age.key");
+    std::fs::copy(data("sops/humphd-sops-age/key.txt"), &key).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    key
+}
+
 pub fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
