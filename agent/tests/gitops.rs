@@ -45,10 +45,9 @@ fn push(remote: &GitRemote, text: &str, message: &str) -> String {
 
 /// The whole message of the status branch's last commit.
 fn last_status_message(remote: &GitRemote) -> String {
-    git(
-        &remote.bare,
-        &["log", "-1", "--format=%B", "pve-gitops/status"],
-    )
+    remote
+        .last_message("pve-gitops/status")
+        .expect("a status branch")
 }
 
 fn status_commits(remote: &GitRemote) -> Vec<String> {

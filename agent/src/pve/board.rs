@@ -47,12 +47,13 @@ pub struct ListedTask {
 }
 
 impl ListedTask {
-    /// What the entry says of its task, as of `at`.
+    /// What the entry says of its task, as of `at`: `RUNNING` runs; any other status is
+    /// the exit status; an end time without one ended all the same.
     fn seen(&self, at: Instant) -> Seen {
-        match (&self.status, self.endtime) {
-            (Some(s), _) if s != "RUNNING" => Seen::Ended(s.clone()),
-            (_, Some(_)) => Seen::Ended(self.status.clone().unwrap_or_else(|| "unknown".into())),
-            _ => Seen::Running(at),
+        match (self.status.as_deref(), self.endtime) {
+            (Some("RUNNING"), _) | (None, None) => Seen::Running(at),
+            (Some(exit), _) => Seen::Ended(exit.to_string()),
+            (None, Some(_)) => Seen::Ended("unknown".into()),
         }
     }
 }

@@ -149,6 +149,12 @@ impl GitRemote {
         );
     }
 
+    /// The message of the last commit on the bare repository's `branch`, if it exists.
+    pub fn last_message(&self, branch: &str) -> Option<String> {
+        let head = self.remote_head(branch)?;
+        Some(git(&self.bare, &["log", "-1", "--format=%B", &head]))
+    }
+
     /// The bare repository's `branch`, if it exists.
     pub fn remote_head(&self, branch: &str) -> Option<String> {
         let out = git_command(&self.bare)
