@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::control::text;
 use support::corpus::{age_identity, cases, write_good, Case, CLUSTER_DIR, OUTSIDE, PLAINTEXTS};
-use support::fakepve::{FakePve, Options};
+use support::fakepve::FakePve;
 use support::git::{git, GitRemote};
 
 /// The status branch's `status.yaml` and `errors.md` at its head, with the head.
@@ -225,11 +225,7 @@ fn assert_no_plaintext(what: &str, s: &str) {
 
 #[tokio::test]
 async fn every_broken_revision_is_rejected_by_location_and_nothing_is_written() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     let remote = GitRemote::new();
     write_good(&remote.work);
     let good = remote.commit("good");

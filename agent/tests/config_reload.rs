@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::control::eventually;
-use support::fakepve::{FakePve, Options};
+use support::fakepve::FakePve;
 use support::git::GitRemote;
 use support::manifests::EXTERNAL;
 
@@ -101,11 +101,7 @@ async fn wait_for_vm(pve: &FakePve, agent: &mut Agent, vmid: u32) {
 
 #[tokio::test]
 async fn run_follows_the_config_file_and_keeps_the_old_one_when_an_edit_is_invalid() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     let remote = GitRemote::new();
     remote
         .write("clusters/a/vm.yaml", cluster(601, "alpha"))

@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 use support::control::text;
-use support::fakepve::{FakePve, Options};
+use support::fakepve::FakePve;
 
 fn manifests(replicas: u32) -> String {
     support::manifests::web_set(replicas, 601, "[pve1, pve2]", "1G")
@@ -54,12 +54,8 @@ fn counts(o: &Outcome) -> (usize, usize) {
 
 #[tokio::test]
 async fn idle_passes_cost_one_call_and_changes_wake_full_passes() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
+    let pve = fake!(with_template);
     let control = &pve.control;
-    control.create_template(9000, "pve1", "local-lvm").await;
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
@@ -176,11 +172,7 @@ fn token_file(pve: &FakePve, dir: &Path) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn run_converges_follows_edits_and_stops_on_sigterm() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     std::fs::create_dir(&repo).unwrap();

@@ -29,7 +29,7 @@ use pve_gitops::lease::LeaderIdentity;
 use serde_json::Value;
 use support::agents::{AgentConfig, Cluster, Source, NODES};
 use support::corpus::{age_identity, CLUSTER_DIR};
-use support::fakepve::{FakePve, Options};
+use support::fakepve::FakePve;
 use support::git::GitRemote;
 
 /// The bound for a takeover after kill -9 or quorum loss: lifetime + 15 s.
@@ -157,11 +157,7 @@ async fn guest_names(pve: &FakePve) -> BTreeMap<String, usize> {
 /// fakepve at time scale 0 with template 9000 on pve1, and every node's token file
 /// (`None`: fakepve cannot run here, and the test is skipped).
 async fn api() -> Option<(FakePve, BTreeMap<&'static str, String>)> {
-    let pve = FakePve::start(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    })?;
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = FakePve::with_template().await?;
     let token = format!("{}={}\n", pve.info.token_id, pve.info.token_secret);
     let tokens = NODES.iter().map(|n| (*n, token.clone())).collect();
     Some((pve, tokens))

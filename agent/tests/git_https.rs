@@ -11,7 +11,7 @@ use git2::Oid;
 use pve_gitops::source::{Credentials, Error, Poll, PushOutcome, Source, SourceConfig};
 use std::path::{Path, PathBuf};
 use support::agent::Agent;
-use support::fakepve::{FakePve, Options};
+use support::fakepve::FakePve;
 use support::git::{git, GitRemote};
 use support::https_git::HttpsGit;
 
@@ -308,11 +308,7 @@ fn status_branch_text(remote: &GitRemote) -> String {
 /// remote, and never printed.
 #[tokio::test]
 async fn run_follows_an_https_remote_configured_in_the_config_file() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     let remote = GitRemote::new();
     remote.write("clusters/prod/web.yaml", manifests(1));
     let first = remote.commit("one web server");

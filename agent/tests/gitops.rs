@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use support::agent::Agent;
-use support::fakepve::{FakePve, Options};
+use support::fakepve::FakePve;
 use support::git::{fingerprint, git, public_key, ssh_keygen, GitRemote};
 use support::manifests::EXTERNAL;
 
@@ -90,11 +90,7 @@ fn daemon(pve: &FakePve, remote: &GitRemote, node: &str, git_interval: Duration)
 /// fakepve (time scale 0, template 9000) and a remote whose `main` declares two web
 /// servers, with that commit; `None`: fakepve cannot run here (the test is skipped).
 async fn two_web_servers() -> Option<(FakePve, GitRemote, String)> {
-    let pve = FakePve::start(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    })?;
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = FakePve::with_template().await?;
     let remote = GitRemote::new();
     let commit = push(&remote, &manifests(2, "1G"), "two web servers");
     Some((pve, remote, commit))
@@ -281,11 +277,7 @@ fn hmac_hex(body: &[u8], secret: &[u8]) -> String {
 #[tokio::test]
 async fn a_signed_webhook_starts_a_fetch_at_once_and_a_bad_one_is_refused() {
     use std::io::BufRead;
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     let remote = GitRemote::new();
     push(&remote, &manifests(1, "1G"), "one");
     let token = remote.scratch(".").join("token");
@@ -409,11 +401,7 @@ fn push_signed(remote: &GitRemote, text: &str, message: &str, key: Option<&Path>
 /// next signed head applies.
 #[tokio::test]
 async fn run_in_signed_commit_mode_applies_only_heads_signed_by_an_allowed_key() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     let remote = GitRemote::new();
     let keys = remote.scratch("keys");
     let alice = ssh_keygen(&keys, "alice");

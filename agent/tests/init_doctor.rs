@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use support::fakepve::{FakePve, Options};
+use support::fakepve::FakePve;
 use support::git::GitRemote;
 
 const VM: &str = "apiVersion: pve-gitops/v1alpha1
@@ -62,11 +62,7 @@ struct Setup {
 
 impl Setup {
     async fn new() -> Option<Setup> {
-        let pve = FakePve::start(Options {
-            time_scale: 0.0,
-            ..Options::default()
-        })?;
-        pve.control.create_template(9000, "pve1", "local-lvm").await;
+        let pve = FakePve::with_template().await?;
         let remote = GitRemote::new();
         remote.write("clusters/a/vm.yaml", VM);
         remote.commit("cluster a");

@@ -97,11 +97,7 @@ async fn a_missing_template_applies_nothing() {
 
 #[tokio::test]
 async fn an_offline_node_applies_nothing() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     pve.control.set_node_online("pve2", false).await;
     refused(
         &pve,
@@ -113,11 +109,7 @@ async fn an_offline_node_applies_nothing() {
 
 #[tokio::test]
 async fn a_node_without_the_memory_applies_nothing() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     // fakepve's nodes have 8 GiB, 2 GiB of it used.
     refused(
         &pve,
@@ -129,12 +121,8 @@ async fn a_node_without_the_memory_applies_nothing() {
 
 #[tokio::test]
 async fn a_storage_without_the_space_applies_nothing() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
     // local-lvm is 100 GiB; the template's 2 GiB disk is on it.
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     let m = manifest("pve2", "2G", "192.168.1.60").replace(
         "  network:",
         "  disks: [ { slot: scsi0, storage: local-lvm, size: 120G } ]\n  network:",
@@ -160,11 +148,7 @@ async fn legacy(pve: &FakePve) {
 
 #[tokio::test]
 async fn an_ip_another_guest_holds_applies_nothing() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     legacy(&pve).await;
     refused(
         &pve,
@@ -188,11 +172,7 @@ async fn an_ip_another_guest_holds_applies_nothing() {
 
 #[tokio::test]
 async fn a_plan_that_fits_passes_and_converges() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     legacy(&pve).await;
     let m = manifest("pve2", "4G", "192.168.1.60");
     pve.control.reset_counters().await;
@@ -236,11 +216,7 @@ async fn a_plan_that_fits_passes_and_converges() {
 /// only when the plan gives a VM an address it does not have yet.
 #[tokio::test]
 async fn gather_reads_guest_configs_only_for_new_addresses() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     legacy(&pve).await;
     let client = pve.client();
     let without_ip = manifest("pve2", "2G", "192.168.1.60").replace(

@@ -12,7 +12,7 @@ use pve_gitops::daemon::sources::Git;
 use pve_gitops::daemon::{Daemon, DaemonOptions};
 use pve_gitops::source::{Source, SourceConfig};
 use std::time::Duration;
-use support::fakepve::{FakePve, Options};
+use support::fakepve::FakePve;
 use support::git::{git, GitRemote};
 
 fn manifests(replicas: u32, memory: &str) -> String {
@@ -40,11 +40,7 @@ fn status_files(remote: &GitRemote) -> Vec<String> {
 
 #[tokio::test]
 async fn a_plan_branch_is_previewed_without_writes_and_its_deletion_removes_it() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     let remote = GitRemote::new();
     remote.write("clusters/prod/web.yaml", manifests(2, "1G"));
     remote.commit("two web servers");

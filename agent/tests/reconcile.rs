@@ -11,7 +11,7 @@ use pve_gitops::plan::{plan, Finding, Plan, Policy, RebootPolicy};
 use pve_gitops::pve::PveClient;
 use pve_gitops_schema::{load, Repository};
 use support::control::Control;
-use support::fakepve::{FakePve, Options};
+use support::fakepve::FakePve;
 use support::manifests::EXTERNAL;
 
 fn manifests(replicas: u32, memory: &str, disk: &str) -> Repository {
@@ -68,12 +68,8 @@ async fn config(control: &Control, vmid: u32) -> serde_json::Value {
 
 #[tokio::test]
 async fn converges_then_stays_quiet_then_follows_changes() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
+    let pve = fake!(with_template);
     let control = &pve.control;
-    control.create_template(9000, "pve1", "local-lvm").await;
     let client = pve.client();
     let policy = Policy::default();
 

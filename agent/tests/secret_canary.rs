@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::agent::Agent;
 use support::control::text;
-use support::fakepve::{FakePve, Options};
+use support::fakepve::FakePve;
 use support::git::{git, GitRemote};
 
 const CANARY: &str = "canary-7f3a91c2";
@@ -108,11 +108,7 @@ fn assert_no_canary(what: &str, text: &str) {
 
 #[tokio::test]
 async fn the_secret_reaches_pve_and_nothing_else() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     let dir = tempfile::tempdir().unwrap();
     let (repo, key_file) = setup(dir.path());
 
@@ -180,11 +176,7 @@ async fn the_secret_reaches_pve_and_nothing_else() {
 /// pass without end (found by the chaos soak, seed 518921).
 #[tokio::test]
 async fn a_create_finished_by_a_later_pass_gets_its_secret() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     // What the clone left: the create note, the template's config, nothing configured.
     pve.control
         .create_vm(serde_json::json!({
@@ -220,11 +212,7 @@ async fn a_create_finished_by_a_later_pass_gets_its_secret() {
 
 #[tokio::test]
 async fn a_secret_that_does_not_decrypt_refuses_the_revision() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     let dir = tempfile::tempdir().unwrap();
     let (repo, _) = setup(dir.path());
     let other = dir.path().join("other.key");
@@ -261,11 +249,7 @@ async fn a_secret_that_does_not_decrypt_refuses_the_revision() {
 /// encrypted to the public demo identity): in PVE, and nowhere else.
 #[tokio::test]
 async fn a_sops_value_reaches_pve_and_nothing_else() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     let dir = tempfile::tempdir().unwrap();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let key_file = dir.path().join("demo-age.key");
@@ -331,11 +315,7 @@ async fn a_sops_value_reaches_pve_and_nothing_else() {
 /// state directory nor `/metrics` carries it.
 #[tokio::test]
 async fn run_keeps_the_secret_out_of_its_log_the_status_branch_and_metrics() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     let remote = GitRemote::new();
     let key = age::x25519::Identity::generate();
     remote.write("clusters/canary/vm.yaml", VM);

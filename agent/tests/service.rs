@@ -139,11 +139,7 @@ fn next_note(rx: &mpsc::Receiver<Note>, within: Duration, pred: impl Fn(&str) ->
 
 #[tokio::test]
 async fn notifies_systemd_and_the_watchdog_follows_the_loop() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     let (dir, repo, token) = workspace(&pve, 2);
     let (socket, notes) = notify_socket(dir.path());
     let watchdog = Duration::from_secs(1);
@@ -273,11 +269,7 @@ fn samples(body: &str) -> BTreeMap<(String, String), f64> {
 
 #[tokio::test]
 async fn metrics_after_a_real_pass() {
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     // One API error to count: the first guest listing answers 503 (a GET: retried).
     pve.control
         .fail(
@@ -478,11 +470,7 @@ where
 #[tokio::test]
 async fn events_carry_cluster_commit_resource_action_and_upid() {
     use tracing_subscriber::layer::SubscriberExt;
-    let pve = fake!(Options {
-        time_scale: 0.0,
-        ..Options::default()
-    });
-    pve.control.create_template(9000, "pve1", "local-lvm").await;
+    let pve = fake!(with_template);
     let (dir, repo, _) = workspace(&pve, 1);
     let captured = Captured::default();
     let subscriber = tracing_subscriber::registry().with(captured.clone());

@@ -109,6 +109,17 @@ fn venv_python() -> Option<PathBuf> {
 }
 
 impl FakePve {
+    /// The cluster most tests converge against: tasks that end as they start (time
+    /// scale 0) and template 9000 on pve1's `local-lvm`; `None` as [`FakePve::start`].
+    pub async fn with_template() -> Option<FakePve> {
+        let pve = FakePve::start(Options {
+            time_scale: 0.0,
+            ..Options::default()
+        })?;
+        pve.control.create_template(9000, "pve1", "local-lvm").await;
+        Some(pve)
+    }
+
     /// Start a fake cluster, or `None` (after a loud message) if python3 is missing.
     pub fn start(options: Options) -> Option<FakePve> {
         let Some(python) = venv_python() else {

@@ -2,12 +2,19 @@
 // Each test binary uses a different subset of the helpers.
 #![allow(dead_code)]
 
-/// A fake cluster for this test (`fake!()` or `fake!(options)`), or return from the test,
-/// skipped with a loud message, when python3 is missing.
+/// A fake cluster for this test (`fake!()`, `fake!(options)`, or `fake!(with_template)`
+/// for [`FakePve::with_template`]), or return from the test, skipped with a loud message,
+/// when python3 is missing.
 #[allow(unused_macros)]
 macro_rules! fake {
     () => {
         fake!(Options::default())
+    };
+    (with_template) => {
+        match FakePve::with_template().await {
+            Some(pve) => pve,
+            None => return,
+        }
     };
     ($options:expr) => {
         match FakePve::start($options) {
