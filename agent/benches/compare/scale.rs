@@ -12,8 +12,8 @@
 //!   are read from /proc; passes are counted by the requests fakepve sees (an idle pass
 //!   is one `GET /cluster/resources`, a full pass reads every VM). The day runs twice:
 //!   on the manifests directory, and following them in a git repository (`file://`,
-//!   asked for its head every `DAY_GIT_INTERVAL` and written status to, as a node
-//!   follows its remote);
+//!   asked for its head every `PASSES_PER_GIT_ASK`th idle pass and written status to, as
+//!   a node follows its remote);
 //! * what asking that remote for its head costs, in process (`Source::poll` of an
 //!   unchanged branch, the median CPU of `POLL_ROUNDS` batches).
 
@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use pve_gitops::observe::listing::fetch_fingerprint;
 use pve_gitops::plan::{plan, Policy};
+use pve_gitops::pve::ResourceType;
 use pve_gitops_schema::load;
 
 use crate::agent::{self, Workdir};
@@ -38,9 +40,9 @@ const DAY_INTERVAL: Duration = Duration::from_millis(10);
 /// Resync period of the compressed day, chosen so about 40 idle passes (10 ms apart plus
 /// the pass itself) fall between two full passes, as 10 min / 15 s does.
 const DAY_RESYNC: Duration = Duration::from_millis(600);
-/// The git interval of the compressed day: the default `--git-interval` (1 min) at the
-/// day's scale (15 s of the real day per `DAY_INTERVAL`), i.e. every fourth pass.
-pub const DAY_GIT_INTERVAL: Duration = Duration::from_millis(40);
+/// Idle passes per ask of the remote in the compressed day following git, as the
+/// defaults give (`--git-interval` 1 min over `--interval` 15 s).
+pub const PASSES_PER_GIT_ASK: u32 = 4;
 /// Batches of `POLLS_PER_ROUND` polls the remote's poll cost is the median of.
 pub const POLL_ROUNDS: usize = 11;
 pub const POLLS_PER_ROUND: u32 = 50;
@@ -63,16 +65,23 @@ pub struct Day {
     pub idle_passes: u64,
     pub full_passes: u64,
     pub wall_s: f64,
-    /// RSS after the first full pass, and after the day.
+    /// RSS at the first idle moment of the day and at its last one (the end of an
+    /// interval [`IdleIntervals`] counts): what the daemon keeps between passes, not what
+    /// a full pass holds while it runs.
     pub rss_start_mib: f64,
     pub rss_end_mib: f64,
     /// VmHWM: the most the daemon was resident at any time.
     pub peak_rss_mib: f64,
-    /// CPU per idle pass, from the sampling intervals that saw only idle passes.
+    /// CPU per idle pass, from the sampling intervals that saw only idle passes, far
+    /// enough from a full pass ([`IdleIntervals`]).
     pub cpu_per_idle_ms: f64,
     /// CPU over the whole day per pass, resyncs included.
     pub cpu_per_pass_ms: f64,
     pub requests_per_idle: f64,
+    /// Wall time from one idle pass to the next: `DAY_INTERVAL` and the pass itself.
+    pub idle_period_ms: f64,
+    /// How often the remote was asked for its head, when following git.
+    pub git_interval_ms: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -91,6 +100,21 @@ pub struct Scale {
     pub git_day: Day,
     /// CPU of one ask of that repository for its (unchanged) head, in process, ms.
     pub git_poll_ms: f64,
+    /// An idle pass's request in process, against a baseline on the same answer.
+    pub listing: ListingCost,
+}
+
+/// What the guest listing an idle pass reads costs, in process (medians of
+/// `POLL_ROUNDS` batches of `POLLS_PER_ROUND`): the machine's speed in the same run,
+/// for reading the daemon's CPU per idle pass.
+#[derive(Clone, Debug, Serialize)]
+pub struct ListingCost {
+    /// The size of `GET /cluster/resources?type=vm`'s answer.
+    pub bytes: usize,
+    /// CPU of `listing::fetch_fingerprint`: request, TLS, reading and hashing, ms.
+    pub fetch_ms: f64,
+    /// The baseline: serde_json reading the same answer and skipping every value, ms.
+    pub read_ms: f64,
 }
 
 fn proc_figures(m: Measured, c: &crate::Counters) -> Proc {
@@ -135,16 +159,24 @@ pub async fn run(n: u32, day_passes: u32) -> Scale {
     let passes = u64::from(day_passes);
     let day_of = |source| day(&pve, &work, n, passes, resources_per_full, source);
     let day = day_of(None).await;
+    // An idle pass takes longer than `DAY_INTERVAL` (fakepve builds a listing of 1,000
+    // guests slowly): the remote's interval is set from the passes the day saw, half a
+    // pass short of `PASSES_PER_GIT_ASK` of them, so every that-many-th pass asks.
+    let git_interval = Duration::from_secs_f64(
+        day.idle_period_ms * (f64::from(PASSES_PER_GIT_ASK) - 0.5) / 1000.0,
+    );
     eprintln!("   day: {day:?}");
     let remote = GitRemote::new();
     let manifests = std::fs::read(work.manifests().join("set.yaml")).expect("manifests");
     remote.write("set.yaml", manifests);
     remote.commit("the scale scenario");
     remote.push("main");
-    let git_day = day_of(Some(&remote)).await;
+    let git_day = day_of(Some((&remote, git_interval))).await;
     eprintln!("   day, from git: {git_day:?}");
-    let git_poll_ms = poll_cost(&remote);
+    let git_poll_ms = poll_cost(&remote).await;
     eprintln!("   a poll of the remote: {git_poll_ms:.3} ms CPU");
+    let listing = listing_cost(&pve).await;
+    eprintln!("   the guest listing: {listing:?}");
     Scale {
         n,
         converge,
@@ -156,27 +188,60 @@ pub async fn run(n: u32, day_passes: u32) -> Scale {
         day,
         git_day,
         git_poll_ms,
+        listing,
+    }
+}
+
+/// The median, over `POLL_ROUNDS` batches of `POLLS_PER_ROUND` runs of `f`, of the CPU
+/// this thread spends per run, ms. The runtime is current-thread: a request's TLS and
+/// HTTP work is on this thread too.
+async fn median_cpu_ms<F: std::future::Future<Output = ()>>(mut f: impl FnMut() -> F) -> f64 {
+    let mut per_run = Vec::with_capacity(POLL_ROUNDS);
+    for _ in 0..POLL_ROUNDS {
+        let before = crate::proc::thread_cpu();
+        for _ in 0..POLLS_PER_ROUND {
+            f().await;
+        }
+        let cpu = crate::proc::thread_cpu() - before;
+        per_run.push(cpu.as_secs_f64() * 1000.0 / f64::from(POLLS_PER_ROUND));
+    }
+    per_run.sort_by(f64::total_cmp);
+    per_run[per_run.len() / 2]
+}
+
+async fn listing_cost(pve: &FakePve) -> ListingCost {
+    let client = pve.client();
+    let body = client
+        .cluster_resources_with(Some(ResourceType::Vm), |b| Ok(b.to_vec()))
+        .await
+        .expect("the guest listing");
+    let fetch_ms = median_cpu_ms(|| async {
+        fetch_fingerprint(&client).await.expect("fingerprint");
+    })
+    .await;
+    let read_ms = median_cpu_ms(|| async {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&body).expect("JSON");
+    })
+    .await;
+    ListingCost {
+        bytes: body.len(),
+        fetch_ms,
+        read_ms,
     }
 }
 
 /// CPU of one `Source::poll` of `remote`'s unchanged branch (the median batch's), ms:
 /// what the daemon spends on git in a pass that asks the remote.
-fn poll_cost(remote: &GitRemote) -> f64 {
+async fn poll_cost(remote: &GitRemote) -> f64 {
     let mut config = pve_gitops::source::SourceConfig::new(remote.url(), "main");
     config.cache_root = remote.scratch("poll-cost");
     let mut source = pve_gitops::source::Source::open(config).expect("source");
     source.poll().expect("first poll");
-    let mut per_poll: Vec<f64> = (0..POLL_ROUNDS)
-        .map(|_| {
-            let before = crate::proc::thread_cpu();
-            for _ in 0..POLLS_PER_ROUND {
-                source.poll().expect("poll");
-            }
-            (crate::proc::thread_cpu() - before).as_secs_f64() * 1000.0 / f64::from(POLLS_PER_ROUND)
-        })
-        .collect();
-    per_poll.sort_by(f64::total_cmp);
-    per_poll[per_poll.len() / 2]
+    median_cpu_ms(|| {
+        source.poll().expect("poll");
+        std::future::ready(())
+    })
+    .await
 }
 
 /// Observe once, then time `plan` alone over the same desired and observed state.
@@ -226,7 +291,7 @@ async fn day(
     n: u32,
     passes: u64,
     resources_per_full: u64,
-    remote: Option<&GitRemote>,
+    remote: Option<(&GitRemote, Duration)>,
 ) -> Day {
     let vmlist = work.path(".vmlist");
     std::fs::write(&vmlist, r#"{"version": 1}"#).expect(".vmlist");
@@ -237,11 +302,11 @@ async fn day(
     cmd.arg("run");
     match remote {
         None => cmd.arg(work.manifests()),
-        Some(r) => cmd
+        Some((r, interval)) => cmd
             .args(["--repo", &r.url(), "--cache"])
             .arg(r.scratch("cache"))
             .arg("--git-interval")
-            .arg(format!("{}ms", DAY_GIT_INTERVAL.as_millis())),
+            .arg(format!("{}ms", interval.as_millis())),
     };
     cmd.arg("--no-lease")
         .arg("--node")
@@ -273,7 +338,7 @@ async fn day(
     };
     // The first pass is a full one (the daemon has not settled yet).
     let deadline = Instant::now() + Duration::from_secs(600);
-    let (mut last_full, mut last_idle, mut last_cpu, rss_start) = loop {
+    let (mut last_full, mut last_idle, mut last_cpu) = loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             child.try_wait().expect("try_wait").is_none(),
@@ -287,16 +352,16 @@ async fn day(
         let c = pve.control.counters().await;
         let (full, idle) = count(&c);
         if full >= 1 && idle >= 1 {
-            let (rss, _, cpu) = proc_stat(pid).expect("/proc of the daemon");
-            break (full, idle, cpu, rss);
+            let (_, _, cpu) = proc_stat(pid).expect("/proc of the daemon");
+            break (full, idle, cpu);
         }
     };
     let started = Instant::now();
     let (first_idle, first_cpu, first_full) = (last_idle, last_cpu, last_full);
-    let (mut idle_cpu, mut idle_count) = (Duration::ZERO, 0u64);
-    let mut idle_requests = 0u64;
+    let mut idle = IdleIntervals::default();
     let c = pve.control.counters().await;
     let (mut last_total, mut last_pending) = (c.total, c.endpoint(PENDING));
+    let mut sampled = Instant::now();
     let end = loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(
@@ -306,16 +371,20 @@ async fn day(
         );
         let c = pve.control.counters().await;
         let stat = proc_stat(pid).expect("/proc of the daemon");
-        let (full, idle) = count(&c);
-        // Only intervals without a single VM read saw nothing but idle passes.
-        if c.endpoint(PENDING) == last_pending && idle > last_idle {
-            idle_cpu += stat.2 - last_cpu;
-            idle_count += idle - last_idle;
-            idle_requests += c.total - last_total;
-        }
-        (last_full, last_idle, last_cpu) = (full, idle, stat.2);
+        let (full, idle_total) = count(&c);
+        idle.push(Interval {
+            vm_reads: c.endpoint(PENDING) - last_pending,
+            passes: idle_total - last_idle,
+            cpu: stat.2 - last_cpu,
+            requests: c.total - last_total,
+            rss: stat.0,
+            wall: sampled.elapsed(),
+        });
+        sampled = Instant::now();
+        (last_full, last_idle, last_cpu) = (full, idle_total, stat.2);
         (last_total, last_pending) = (c.total, c.endpoint(PENDING));
-        if idle - first_idle >= passes {
+        // The day ends at an idle moment, once the passes are done.
+        if idle_total - first_idle >= passes && idle.last_was_idle {
             break stat;
         }
     };
@@ -328,11 +397,66 @@ async fn day(
         idle_passes: last_idle - first_idle,
         full_passes: last_full - first_full,
         wall_s: wall.as_secs_f64(),
-        rss_start_mib: mib(rss_start),
-        rss_end_mib: mib(end.0),
+        rss_start_mib: mib(idle.first_rss.expect("an idle moment")),
+        rss_end_mib: mib(idle.last_rss.expect("an idle moment")),
         peak_rss_mib: mib(end.1),
-        cpu_per_idle_ms: idle_cpu.as_secs_f64() * 1000.0 / idle_count.max(1) as f64,
+        cpu_per_idle_ms: idle.cpu.as_secs_f64() * 1000.0 / idle.passes.max(1) as f64,
         cpu_per_pass_ms: (end.2 - first_cpu).as_secs_f64() * 1000.0 / total_passes.max(1) as f64,
-        requests_per_idle: idle_requests as f64 / idle_count.max(1) as f64,
+        requests_per_idle: idle.requests as f64 / idle.passes.max(1) as f64,
+        idle_period_ms: idle.wall.as_secs_f64() * 1000.0 / idle.passes.max(1) as f64,
+        git_interval_ms: remote.map(|(_, i)| i.as_secs_f64() * 1000.0),
+    }
+}
+
+/// What the daemon did between two samples of the day.
+#[derive(Clone, Copy)]
+struct Interval {
+    /// VM config reads: a full pass ran in this interval.
+    vm_reads: u64,
+    /// Idle passes counted (guest listings beyond the full passes').
+    passes: u64,
+    cpu: Duration,
+    requests: u64,
+    /// RSS at the interval's end, bytes.
+    rss: u64,
+    wall: Duration,
+}
+
+/// The sum of the intervals that saw nothing but idle passes. An interval counts only
+/// when it and both its neighbours read no VM config: a full pass plans, publishes and
+/// gives back its heap after its last read (in the next interval), and lists the guests
+/// before its first read (in the one before), work that is not an idle pass's.
+#[derive(Default)]
+struct IdleIntervals {
+    /// The last two intervals, oldest first; the older one is decided when a third comes.
+    recent: Vec<Interval>,
+    passes: u64,
+    cpu: Duration,
+    requests: u64,
+    wall: Duration,
+    /// RSS at the end of the first idle interval and of the last one.
+    first_rss: Option<u64>,
+    last_rss: Option<u64>,
+    /// Whether the interval decided last was an idle one: the daemon is idle now.
+    last_was_idle: bool,
+}
+
+impl IdleIntervals {
+    fn push(&mut self, next: Interval) {
+        self.recent.push(next);
+        if self.recent.len() < 3 {
+            return;
+        }
+        self.last_was_idle = self.recent.iter().all(|i| i.vm_reads == 0);
+        if self.last_was_idle {
+            let middle = self.recent[1];
+            self.passes += middle.passes;
+            self.cpu += middle.cpu;
+            self.requests += middle.requests;
+            self.wall += middle.wall;
+            self.first_rss.get_or_insert(middle.rss);
+            self.last_rss = Some(middle.rss);
+        }
+        self.recent.remove(0);
     }
 }
