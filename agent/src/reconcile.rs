@@ -188,9 +188,16 @@ pub fn decryptor(s: &SecretArgs) -> Result<Option<Arc<Decryptor>>> {
     Ok(Some(Arc::new(Decryptor::new(ids))))
 }
 
+/// The commands' runtime. Multi-threaded so that a pass waiting on the git remote
+/// (`block_in_place`, see `daemon::sources`) hands its thread over and the metrics
+/// endpoint and the webhook keep answering; one worker, because the agent's work is
+/// waiting on the API, and a second worker mostly woke up to steal the first's tasks:
+/// at 1,000 guests the daemon's idle pass cost 1.6 times its request's CPU in process
+/// with two workers, 1.25 times with one (the scale bench, same runs). The lease ticks
+/// on a thread of its own (`daemon::leader`).
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()?)
 }
