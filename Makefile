@@ -24,7 +24,7 @@ bench:
 
 ## pve-gitops against the Ansible playbook a Proxmox user writes (community.proxmox), and
 ## the agent at 1,000 VMs; regenerates docs/benchmarks.md, .json and .png. Makes its own
-## venvs (.venv-fakepve, .venv-ansible). About 25 minutes; BENCH_SIZES=10,100 and
+## venvs (.venv-fakepve, .venv-ansible). 30 to 60 minutes by the machine; BENCH_SIZES=10,100 and
 ## BENCH_REALISTIC_SIZES=10 (or empty) make it shorter, BENCH_SCALE=0 skips the 1,000 VMs,
 ## BENCH_MAX_WORKERS= (empty) the realistic converges at a raised max_workers.
 bench-compare:
