@@ -428,7 +428,7 @@ struct Interval {
 /// before its first read (in the one before), work that is not an idle pass's.
 #[derive(Default)]
 struct IdleIntervals {
-    /// The last two intervals, oldest first; the older one is decided when a third comes.
+    /// The last two intervals, oldest first; the newer one is decided when the next comes.
     recent: Vec<Interval>,
     passes: u64,
     cpu: Duration,
