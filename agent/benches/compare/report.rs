@@ -502,7 +502,7 @@ fn scale_section(d: &mut String, s: &Scale) {
          interval and fakepve listing {n} guests), so that every {}th idle pass asks, as \
          the defaults (`--interval` 15 s, `--git-interval` 1 min) give",
         git.git_interval_ms.unwrap_or_default(),
-        f64::from(crate::scale::PASSES_PER_GIT_ASK) - 0.5,
+        git.git_interval_ms.unwrap_or_default() / day.idle_period_ms.max(f64::MIN_POSITIVE),
         day.idle_period_ms,
         crate::scale::PASSES_PER_GIT_ASK,
     );
