@@ -395,6 +395,33 @@ async fn counters_show_reads_and_writes() {
     assert_eq!(c.endpoint("PUT /nodes/{node}/qemu/{vmid}/config"), 1);
 }
 
+/// The harness answers in PVE's bytes (`tests/fakepve/wire.py`): compact JSON, UTF-8 as
+/// is. What the client spends reading a listing is measured on them.
+#[tokio::test]
+async fn answers_are_compact_json_as_pve_writes_it() {
+    let pve = fake!();
+    pve.control
+        .create_vm(json!({"vmid": 100, "name": "a", "config": {"description": "café"}}))
+        .await;
+    let client = pve.client();
+    let listing = client
+        .cluster_resources_with(None, |body| Ok(body.to_vec()))
+        .await
+        .unwrap();
+    let text = String::from_utf8(listing).unwrap();
+    assert!(text.starts_with(r#"{"data":[{"#), "{text}");
+    assert!(text.contains(r#""vmid":100,"#), "{text}");
+    assert!(!text.contains(", ") && !text.contains(": "), "{text}");
+    let config = client
+        .get_with("/nodes/pve1/qemu/100/config", &Params::new(), |body| {
+            Ok(body.to_vec())
+        })
+        .await
+        .unwrap();
+    let text = String::from_utf8(config).unwrap();
+    assert!(text.contains("café"), "{text}");
+}
+
 #[tokio::test]
 async fn lost_quorum_and_offline_nodes() {
     let pve = fake!();

@@ -54,7 +54,10 @@ from hang import HangMixin, add_hang_routes
 
 import reset
 import tasklist
+import wire
 import writelog
+
+wire.use_pve_json()
 
 TOKEN_ID = 'root@pam!test'
 # VM attributes the control API may set (FakeVm fields, see fakepve/model.py).
