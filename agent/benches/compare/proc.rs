@@ -65,6 +65,52 @@ fn cpu_of(usage: &libc::rusage) -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// A running process's CPU time to the nanosecond, read as often as a sampler needs:
+/// the sum over its threads of the time the scheduler ran them
+/// (`/proc/<pid>/task/<tid>/schedstat`). `/proc/<pid>/stat` counts in clock ticks of
+/// 10 ms, about what the idle passes of one 100 ms sample take together: read that way,
+/// one day's samples, grouped by their place after a resync, gave 0.67 to 1.36 ms per
+/// idle pass where the scheduler's account gave 0.97 to 0.99 for each group.
+pub struct ProcessCpu {
+    pid: u32,
+    /// Each thread's CPU at the last read, ns.
+    threads: std::collections::HashMap<u32, u64>,
+    total: Duration,
+}
+
+impl ProcessCpu {
+    pub fn new(pid: u32) -> Self {
+        ProcessCpu {
+            pid,
+            threads: Default::default(),
+            total: Duration::ZERO,
+        }
+    }
+
+    /// The process's CPU since it started, as of now. A thread that ended between two
+    /// reads loses what it ran after the first (tokio's blocking threads end after 10 s
+    /// of doing nothing, so next to nothing); `None` once the process is gone.
+    pub fn read(&mut self) -> Option<Duration> {
+        let mut now = std::collections::HashMap::with_capacity(self.threads.len());
+        for entry in std::fs::read_dir(format!("/proc/{}/task", self.pid)).ok()? {
+            let entry = entry.ok()?;
+            let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            // A thread that ended since the listing has no file any more.
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+                continue;
+            };
+            let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
+            let before = self.threads.get(&tid).copied().unwrap_or(0);
+            self.total += Duration::from_nanos(ns.saturating_sub(before));
+            now.insert(tid, ns);
+        }
+        self.threads = now;
+        Some(self.total)
+    }
+}
+
 /// CPU time of the calling thread.
 pub fn thread_cpu() -> Duration {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();

@@ -403,9 +403,15 @@ fn requests_per_vm(runs: &[Run], scenario: &str) -> Option<(f64, String)> {
     }
     let per_vm = (r1 as f64 - r0 as f64) / f64::from(n1 - n0);
     let fixed = r0 as f64 - per_vm * f64::from(n0);
+    // The larger sizes may cost a little more per VM than the smallest (more task-list
+    // looks while more tasks run), which leaves the constant below zero.
+    let sign = if fixed.round() < 0.0 { '-' } else { '+' };
     Some((
         per_vm,
-        format!("{per_vm:.2} per VM + {fixed:.0} per converge (N = {n0} to {n1})"),
+        format!(
+            "{per_vm:.2} per VM {sign} {:.0} per converge (N = {n0} to {n1})",
+            fixed.abs()
+        ),
     ))
 }
 
@@ -462,8 +468,11 @@ fn scale_section(d: &mut String, s: &Scale) {
          a day at the default 15 s interval, run 10 ms apart, with a full pass (resync) \
          600 ms after the last one: {} full passes, 1 per {:.0} idle ones (the defaults, \
          10 min and 15 s, give 1 per 40; where full passes take long, more of them come \
-         here, which makes the CPU per pass pessimistic). RSS and CPU come from `wait4` \
-         for the one-shot commands and from `/proc` for the daemon, read every 100 ms: \
+         here, which makes the CPU per pass pessimistic). fakepve answers compact JSON, \
+         as PVE does. RSS and CPU come from `wait4` for the one-shot commands and from \
+         `/proc` for the daemon, read every 100 ms (its CPU to the nanosecond, summed \
+         over its threads' `schedstat`: `/proc/<pid>/stat` counts 10 ms ticks, about \
+         what one reading's idle passes take): \
          the CPU per idle pass sums the readings that, with the one before and the one \
          after, saw no VM read (a full pass plans, publishes and gives back its heap \
          after its last read), and the idle RSS is read at the end of such a reading, \

@@ -28,7 +28,7 @@ use pve_gitops::pve::ResourceType;
 use pve_gitops_schema::load;
 
 use crate::agent::{self, Workdir};
-use crate::proc::Measured;
+use crate::proc::{Measured, ProcessCpu};
 use crate::support::fakepve::FakePve;
 use crate::support::git::GitRemote;
 use crate::support::pass::repo;
@@ -261,26 +261,14 @@ async fn plan_function(pve: &FakePve, n: u32) -> (f64, f64) {
     (times[times.len() / 2], times[times.len() - 1])
 }
 
-/// `/proc/<pid>` figures: (RSS bytes, peak RSS bytes, CPU time).
-fn proc_stat(pid: u32) -> Option<(u64, u64, Duration)> {
+/// `/proc/<pid>/status` figures: (RSS bytes, peak RSS bytes).
+fn proc_rss(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib = |key: &str| -> Option<u64> {
         let line = status.lines().find(|l| l.starts_with(key))?;
         line.split_whitespace().nth(1)?.parse().ok()
     };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start at ") ".
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the name.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Some((
-        kib("VmRSS:")? * 1024,
-        kib("VmHWM:")? * 1024,
-        Duration::from_nanos(ticks * 1_000_000_000 / hz),
-    ))
+    Some((kib("VmRSS:")? * 1024, kib("VmHWM:")? * 1024))
 }
 
 /// The daemon over the converged cluster for `passes` idle passes, on the manifests
@@ -329,6 +317,7 @@ async fn day(
     pve.control.reset_counters().await;
     let mut child = cmd.spawn().expect("spawn pve-gitops run");
     let pid = child.id();
+    let mut cpu = ProcessCpu::new(pid);
     let count = |c: &crate::Counters| {
         let full = c.endpoint(PENDING) / u64::from(n);
         let idle = c
@@ -352,8 +341,7 @@ async fn day(
         let c = pve.control.counters().await;
         let (full, idle) = count(&c);
         if full >= 1 && idle >= 1 {
-            let (_, _, cpu) = proc_stat(pid).expect("/proc of the daemon");
-            break (full, idle, cpu);
+            break (full, idle, cpu.read().expect("/proc of the daemon"));
         }
     };
     let started = Instant::now();
@@ -370,22 +358,23 @@ async fn day(
             crate::proc::tail(&log, 4000)
         );
         let c = pve.control.counters().await;
-        let stat = proc_stat(pid).expect("/proc of the daemon");
+        let (rss, peak) = proc_rss(pid).expect("/proc of the daemon");
+        let now = cpu.read().expect("/proc of the daemon");
         let (full, idle_total) = count(&c);
         idle.push(Interval {
             vm_reads: c.endpoint(PENDING) - last_pending,
             passes: idle_total - last_idle,
-            cpu: stat.2 - last_cpu,
+            cpu: now - last_cpu,
             requests: c.total - last_total,
-            rss: stat.0,
+            rss,
             wall: sampled.elapsed(),
         });
         sampled = Instant::now();
-        (last_full, last_idle, last_cpu) = (full, idle_total, stat.2);
+        (last_full, last_idle, last_cpu) = (full, idle_total, now);
         (last_total, last_pending) = (c.total, c.endpoint(PENDING));
         // The day ends at an idle moment, once the passes are done.
         if idle_total - first_idle >= passes && idle.last_was_idle {
-            break stat;
+            break (peak, now);
         }
     };
     let wall = started.elapsed();
@@ -399,9 +388,9 @@ async fn day(
         wall_s: wall.as_secs_f64(),
         rss_start_mib: mib(idle.first_rss.expect("an idle moment")),
         rss_end_mib: mib(idle.last_rss.expect("an idle moment")),
-        peak_rss_mib: mib(end.1),
+        peak_rss_mib: mib(end.0),
         cpu_per_idle_ms: idle.cpu.as_secs_f64() * 1000.0 / idle.passes.max(1) as f64,
-        cpu_per_pass_ms: (end.2 - first_cpu).as_secs_f64() * 1000.0 / total_passes.max(1) as f64,
+        cpu_per_pass_ms: (end.1 - first_cpu).as_secs_f64() * 1000.0 / total_passes.max(1) as f64,
         requests_per_idle: idle.requests as f64 / idle.passes.max(1) as f64,
         idle_period_ms: idle.wall.as_secs_f64() * 1000.0 / idle.passes.max(1) as f64,
         git_interval_ms: remote.map(|(_, i)| i.as_secs_f64() * 1000.0),
