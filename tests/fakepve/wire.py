@@ -3,7 +3,7 @@
 pveproxy writes its answers with Perl's JSON module: compact (no space after `,` and
 `:`) and UTF-8 as is. fakepve answers through aiohttp's `web.json_response`, whose
 default is Python's `json.dumps`: a space after every separator and non-ASCII escaped
-as `\\uXXXX`. The content is the same, but a listing of 1,000 guests is 12% longer,
+as `\\uXXXX`. The content is the same, but a listing of 1,000 guests is 13% longer,
 and what a client spends reading it (the scale benchmark's idle pass) is measured on
 fakepve's bytes. `use_pve_json()` makes every JSON answer (fakepve's and the
 harness's) the bytes PVE would send.

@@ -387,10 +387,7 @@ mod tests {
                         Some(n) => Scalar::Int(n),
                         None => Scalar::Float(n.as_f64().expect("a number").to_bits()),
                     },
-                    Value::String(s) => match s.parse::<u64>() {
-                        Ok(n) if s.starts_with(|c: char| c.is_ascii_digit()) => Scalar::Int(n),
-                        _ => Scalar::Text(s.as_str().into()),
-                    },
+                    Value::String(s) => Scalar::text(s.as_str().into()),
                     _ => Scalar::Other,
                 };
                 g = g.wrapping_add(scalar.hash(i));
