@@ -637,6 +637,72 @@ fn ssh_fetch_and_push_with_a_pinned_host_key() {
     assert_eq!(updated(repinned.poll()).head, before);
 }
 
+/// One SSH login serves the polls that follow it, the fetch of a new head and the push of
+/// the status branch; when the server drops the connection, the next poll logs in again
+/// and answers as if nothing happened.
+#[test]
+fn ssh_session_is_kept_between_operations_and_replaced_when_dropped() {
+    let remote = GitRemote::new();
+    let keys = remote.scratch("ssh");
+    let Some(sshd) = Sshd::start(&keys) else {
+        return;
+    };
+    remote.write("a.yaml", "a: 1\n");
+    let first = remote.commit("first");
+    remote.push("main");
+    let mut c = SourceConfig::new(sshd.url(&remote.bare), "main");
+    c.cache_root = remote.scratch("cache");
+    c.credentials = Credentials::SshKey {
+        private_key: sshd.client_key.clone(),
+    };
+    c.host_keys = Some(HostKeyPins::parse(&fingerprint(&sshd.host_key)).unwrap());
+    let mut source = Source::open(c).unwrap();
+    let logins = |expected: usize, when: &str| {
+        // sshd logs the login before it answers it: no wait needed.
+        assert_eq!(sshd.logins(), expected, "{when}; sshd log:\n{}", sshd.log());
+    };
+
+    assert_eq!(updated(source.poll()).head, oid(&first));
+    logins(1, "after the first poll");
+    for _ in 0..3 {
+        assert_eq!(
+            source.poll().unwrap(),
+            Poll::Unchanged { head: oid(&first) }
+        );
+    }
+    remote.write("a.yaml", "a: 2\n");
+    let second = remote.commit("second");
+    remote.push("main");
+    let update = updated(source.poll());
+    assert_eq!(update.head, oid(&second));
+    assert_eq!(
+        source.read_tree(update.head, "").unwrap().text("a.yaml"),
+        Some("a: 2\n")
+    );
+    let status = status_commit(&source, "kept session\n", None);
+    assert_eq!(
+        source.push(status, STATUS, None).unwrap(),
+        PushOutcome::Pushed
+    );
+    assert_eq!(remote.remote_head(STATUS), Some(status.to_string()));
+    logins(1, "after polls, a fetch and a push");
+
+    // The server (or a firewall) drops the connection between two polls.
+    assert!(sshd.drop_connections() > 0, "no connection to drop");
+    assert_eq!(
+        source
+            .poll()
+            .unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", sshd.log())),
+        Poll::Unchanged { head: oid(&second) }
+    );
+    logins(2, "after the dropped connection");
+    assert_eq!(
+        source.poll().unwrap(),
+        Poll::Unchanged { head: oid(&second) }
+    );
+    logins(2, "after the poll that followed");
+}
+
 #[test]
 fn credentials_stay_out_of_urls_and_errors() {
     let mut c = SourceConfig::new("https://bot:hunter2@git.example.org/infra.git", "main");

@@ -105,6 +105,8 @@ impl Sshd {
     /// Stop, give the server a new host key, and start again on the same port (a
     /// reinstalled or impersonated server). Panics if it does not come back.
     pub fn change_host_key(&mut self, dir: &Path) {
+        // A reinstalled server has none of the old one's connections either.
+        self.drop_connections();
         let _ = self.child.kill();
         let _ = self.child.wait();
         let new_key = ssh_keygen(dir, "host_key_changed");
@@ -129,6 +131,29 @@ impl Sshd {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("sshd did not restart; its log:\n{}", self.log());
+    }
+
+    /// Kill every connection the server has open (its per-connection processes), as a
+    /// restarted server or a firewall forgetting them would; the listener stays.
+    /// Returns how many processes were killed.
+    pub fn drop_connections(&self) -> usize {
+        let mut killed = 0;
+        let mut parents = vec![self.child.id()];
+        while let Some(parent) = parents.pop() {
+            for pid in children(parent) {
+                parents.push(pid);
+                // SAFETY: kill(2) on a pid read from /proc; at worst it is gone (ESRCH).
+                if unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } == 0 {
+                    killed += 1;
+                }
+            }
+        }
+        killed
+    }
+
+    /// How many connections sshd accepted so far (its log's `Accepted publickey` lines).
+    pub fn logins(&self) -> usize {
+        self.log().matches("Accepted publickey").count()
     }
 
     /// `ssh://user@127.0.0.1:port/<path>`.
@@ -210,6 +235,23 @@ fn is_root() -> bool {
 }
 
 /// sshd in the foreground with `config`, logging to the file `log`.
+/// The processes whose parent is `pid`, from `/proc`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            // `pid (comm) state ppid …`: comm may hold spaces, so split after its `)`.
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
 fn spawn(config: &Path, log: &Path) -> Child {
     Command::new(SSHD)
         .args(["-D", "-e", "-f"])
