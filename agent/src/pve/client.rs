@@ -34,6 +34,9 @@ struct Inner {
     http: reqwest::Client,
     /// `https://host:port/api2/json`
     api: String,
+    /// `api` parsed once: a request's URL is this with its path and query set, so the
+    /// scheme and host are not parsed again (and run through IDNA) for every request.
+    api_url: reqwest::Url,
     auth: HeaderValue,
     token_id: String,
     limits: Limits,
@@ -75,6 +78,8 @@ struct ErrorBody {
 impl PveClient {
     pub fn new(options: ClientOptions) -> Result<Self, ClientBuildError> {
         let api = api_base(&options.base_url)?;
+        let api_url = reqwest::Url::parse(&api)
+            .map_err(|_| ClientBuildError::BaseUrl(options.base_url.clone()))?;
         let tls = client_config(&options.tls)?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -94,6 +99,7 @@ impl PveClient {
             inner: Arc::new(Inner {
                 http,
                 api,
+                api_url,
                 auth: options.token.header()?,
                 token_id: options.token.id().to_string(),
                 limits: Limits::new(options.max_in_flight, options.max_in_flight_per_node),
@@ -229,10 +235,10 @@ impl PveClient {
     ) -> Result<R, PveError> {
         let inner = &self.inner;
         let in_query = matches!(*method, Method::GET | Method::DELETE | Method::HEAD);
-        let mut url = format!("{}{}", inner.api, path);
+        let mut url = inner.api_url.clone();
+        url.set_path(&format!("{}{path}", inner.api_url.path()));
         if in_query && !params.is_empty() {
-            url.push('?');
-            url.push_str(&params.encode());
+            url.set_query(Some(&params.encode()));
         }
         let mut req = inner
             .http
