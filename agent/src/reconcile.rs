@@ -361,11 +361,14 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
     let git_timeout = args.git.git_timeout;
     crate::source::bound_network_waits(git_timeout);
     let lease_args = args.lease.clone();
-    let parts = daemon_parts(&args, &node)?;
+    // What the file watcher of a manifests directory tells the directory's source.
+    let dir_watch = crate::daemon::sources::DirWatch::default();
+    let parts = daemon_parts(&args, &node, &dir_watch)?;
     let watched = args.dir.clone();
     let options = parts.options.clone();
     let reload = config_file.map(|file| {
         let node = node.clone();
+        let dir_watch = dir_watch.clone();
         Reloader::new(
             file,
             base.clone(),
@@ -374,7 +377,7 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
                 if a.git.git_timeout != git_timeout {
                     tracing::warn!(running = ?git_timeout, configured = ?a.git.git_timeout, "repo.timeout takes effect when the agent restarts");
                 }
-                daemon_parts(a, &node)
+                daemon_parts(a, &node, &dir_watch)
             }),
         )
     });
@@ -406,7 +409,7 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
         // whatever the source; otherwise the interval does.
         let (tx, wake) = tokio::sync::mpsc::unbounded_channel();
         let _watcher = match &watched {
-            Some(dir) => Some(watch(dir, tx.clone())?),
+            Some(dir) => Some(watch(dir, tx.clone(), dir_watch)?),
             None => None,
         };
         let _config_watch = base
@@ -446,8 +449,12 @@ pub fn run_command(args: RunArgs) -> Result<i32> {
 
 /// What the daemon runs with, from `run`'s settings: built at start, and again for each
 /// new version of the config file.
-fn daemon_parts(args: &RunArgs, node: &str) -> Result<crate::daemon::reload::Reconfigured> {
-    use crate::daemon::sources::{Directory, Git, Manifests};
+fn daemon_parts(
+    args: &RunArgs,
+    node: &str,
+    dir_watch: &crate::daemon::sources::DirWatch,
+) -> Result<crate::daemon::reload::Reconfigured> {
+    use crate::daemon::sources::{Git, Manifests, WatchedDirectory};
     use crate::daemon::DaemonOptions;
     let client = client(&args.connection)?;
     let (manifests, cluster): (Box<dyn Manifests>, String) = match (&args.git.repo, &args.dir) {
@@ -470,7 +477,8 @@ fn daemon_parts(args: &RunArgs, node: &str) -> Result<crate::daemon::reload::Rec
                 .ok()
                 .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| "cluster".into());
-            (Box::new(Directory(dir.clone())), cluster)
+            let manifests = WatchedDirectory::new(dir.clone(), dir_watch.clone());
+            (Box::new(manifests), cluster)
         }
         (None, None) => {
             anyhow::bail!("give a manifests directory, --repo or a --config with repo.url")

@@ -655,15 +655,20 @@ fn log(pass: u64, outcome: &Outcome) {
     }
 }
 
-/// Watch `dir` for changes, waking the loop through `tx`. The watcher stops when the
-/// returned handle is dropped.
+/// Watch `dir` for changes, telling `seen` (which the [`sources::WatchedDirectory`] of
+/// `dir` reads) and waking the loop through `tx`. An error from the watcher (inotify's
+/// queue overflowed) counts as a change. The watcher stops when the returned handle is
+/// dropped.
 pub fn watch(
     dir: &std::path::Path,
     tx: mpsc::UnboundedSender<()>,
+    seen: sources::DirWatch,
 ) -> Result<notify::RecommendedWatcher> {
     use notify::Watcher;
+    let told = seen.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| !e.kind.is_access()) {
+        if !event.is_ok_and(|e| e.kind.is_access()) {
+            told.changed();
             let _ = tx.send(());
         }
     })
@@ -671,5 +676,6 @@ pub fn watch(
     watcher
         .watch(dir, notify::RecursiveMode::Recursive)
         .with_context(|| format!("watching {}", dir.display()))?;
+    seen.started(dir);
     Ok(watcher)
 }
