@@ -299,11 +299,12 @@ impl Manifests for Git {
                 return Ok(revision.clone());
             }
         }
-        let asked = Instant::now();
         let (revision, answered) = self.ask();
-        // A failure is not an answer: the next pass asks again.
+        // The interval runs from the answer, as Flux requeues from the end of a
+        // reconciliation: a remote slower to answer than the interval is not asked again
+        // by the very next pass. A failure is not an answer: the next pass asks again.
         self.answered = match (&revision, answered) {
-            (Ok(r), true) => Some((asked, r.clone())),
+            (Ok(r), true) => Some((Instant::now(), r.clone())),
             _ => None,
         };
         revision
