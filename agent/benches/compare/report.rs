@@ -504,9 +504,16 @@ fn scale_section(d: &mut String, s: &Scale) {
         .max(s.drift.max_rss_mib)
         .max(day.peak_rss_mib)
         .max(git.peak_rss_mib);
+    let over = match s.git_transport {
+        "ssh" => {
+            "over SSH with a deploy key and a pinned host key (`--repo ssh://…`, an \
+                  sshd on a loopback port)"
+        }
+        _ => "over `file://` (sshd could not be installed here)",
+    };
     let following = format!(
-        "The same day following the manifests in a git repository (`--repo file://…`, \
-         status committed to it), as every node runs: the remote asked for its head every \
+        "The same day following the manifests in a git repository {over}, status committed \
+         to it, as every node runs: the remote asked for its head every \
          {:.0} ms, {:.1} idle passes of the day on the directory ({:.0} ms apart: the 10 ms \
          interval and fakepve listing {n} guests), so that every {}th idle pass asks, as \
          the defaults (`--interval` 15 s, `--git-interval` 1 min) give",
@@ -533,15 +540,22 @@ fn scale_section(d: &mut String, s: &Scale) {
             day.wall_s
         );
     }
+    let over_ssh = s.git_poll_ssh_ms.map_or_else(String::new, |ms| {
+        format!(
+            ", over SSH {ms:.3} ms (batches of {}; the session is kept between asks: a new \
+             connection's key exchange and signatures would be some 2.5 ms)",
+            crate::scale::SSH_POLLS_PER_ROUND
+        )
+    });
     let _ = writeln!(
         d,
-        "\nAsking that remote for its head costs {:.3} ms of CPU (in process, `Source::poll` of \
-         the unchanged branch, median of {} batches of {}): the share of it an idle pass \
-         carries is set by `--git-interval` (every pass with `0s`; a push webhook, a config \
-         change and a takeover as leader ask at once).",
-        s.git_poll_ms,
+        "\nAsking a remote for its head costs, in process (`Source::poll` of the unchanged \
+         branch, median of {} batches), over `file://` {:.3} ms of CPU (batches of {}){over_ssh}: \
+         the share of it an idle pass carries is set by `--git-interval` (every pass with \
+         `0s`; a push webhook, a config change and a takeover as leader ask at once).",
         crate::scale::POLL_ROUNDS,
-        crate::scale::POLLS_PER_ROUND
+        s.git_poll_ms,
+        crate::scale::POLLS_PER_ROUND,
     );
     let l = &s.listing;
     let _ = writeln!(

@@ -11,11 +11,12 @@
 //!   against idle ones as the defaults give (10 min / 15 s = 1 in 40). Its RSS and CPU
 //!   are read from /proc; passes are counted by the requests fakepve sees (an idle pass
 //!   is one `GET /cluster/resources`, a full pass reads every VM). The day runs twice:
-//!   on the manifests directory, and following them in a git repository (`file://`,
-//!   asked for its head every `PASSES_PER_GIT_ASK`th idle pass and written status to, as
-//!   a node follows its remote);
-//! * what asking that remote for its head costs, in process (`Source::poll` of an
-//!   unchanged branch, the median CPU of `POLL_ROUNDS` batches).
+//!   on the manifests directory, and following them in a git repository over SSH with a
+//!   deploy key and a pinned host key (an sshd on a loopback port; `file://` only where
+//!   sshd cannot be installed), asked for its head every `PASSES_PER_GIT_ASK`th idle pass
+//!   and written status to, as a node follows its remote;
+//! * what asking a remote for its head costs, in process, over `file://` and over SSH
+//!   (`Source::poll` of an unchanged branch, the median CPU of `POLL_ROUNDS` batches).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,9 +31,11 @@ use pve_gitops_schema::load;
 use crate::agent::{self, Workdir};
 use crate::proc::{Measured, ProcessCpu};
 use crate::support::fakepve::FakePve;
-use crate::support::git::GitRemote;
+use crate::support::git::{fingerprint, GitRemote};
 use crate::support::pass::repo;
 use crate::support::scale as scenario;
+use crate::support::sshd::Sshd;
+use pve_gitops::source::{Credentials, HostKeyPins, SourceConfig};
 
 const PLAN_ROUNDS: usize = 21;
 /// Time between the compressed day's passes.
@@ -46,6 +49,9 @@ pub const PASSES_PER_GIT_ASK: u32 = 4;
 /// Batches of `POLLS_PER_ROUND` polls the remote's poll cost is the median of.
 pub const POLL_ROUNDS: usize = 11;
 pub const POLLS_PER_ROUND: u32 = 50;
+/// Polls per batch over SSH, where each waits some 100 ms for the server to start
+/// `git-upload-pack`.
+pub const SSH_POLLS_PER_ROUND: u32 = 10;
 const RESOURCES: &str = "GET /cluster/resources";
 const PENDING: &str = "GET /nodes/{node}/qemu/{vmid}/pending";
 
@@ -96,10 +102,15 @@ pub struct Scale {
     pub plan_fn_max_ms: f64,
     /// The daemon following the manifests directory.
     pub day: Day,
-    /// The same, following them in a git repository.
+    /// The same, following them in a git repository over [`Scale::git_transport`].
     pub git_day: Day,
-    /// CPU of one ask of that repository for its (unchanged) head, in process, ms.
+    /// `ssh` (a deploy key, as a node follows its remote) or `file` (where sshd could not
+    /// be installed).
+    pub git_transport: &'static str,
+    /// CPU of one ask of a `file://` repository for its (unchanged) head, in process, ms.
     pub git_poll_ms: f64,
+    /// The same over SSH, on the session kept from the last ask; `None` without sshd.
+    pub git_poll_ssh_ms: Option<f64>,
     /// An idle pass's request in process, against a baseline on the same answer.
     pub listing: ListingCost,
 }
@@ -171,10 +182,30 @@ pub async fn run(n: u32, day_passes: u32) -> Scale {
     remote.write("set.yaml", manifests);
     remote.commit("the scale scenario");
     remote.push("main");
-    let git_day = day_of(Some((&remote, git_interval))).await;
-    eprintln!("   day, from git: {git_day:?}");
-    let git_poll_ms = poll_cost(&remote).await;
-    eprintln!("   a poll of the remote: {git_poll_ms:.3} ms CPU");
+    let sshd = Sshd::start(&remote.scratch("ssh"));
+    let followed = match &sshd {
+        Some(sshd) => Followed::ssh(sshd, &remote),
+        None => {
+            eprintln!("   no sshd here: the git day follows file://");
+            Followed::file(&remote)
+        }
+    };
+    let git_day = day_of(Some((&followed, git_interval))).await;
+    eprintln!("   day, from git over {}: {git_day:?}", followed.transport);
+    let git_poll_ms = poll_cost(
+        Followed::file(&remote).config(&remote, "poll-file"),
+        POLLS_PER_ROUND,
+    )
+    .await;
+    eprintln!("   a poll of the remote over file://: {git_poll_ms:.3} ms CPU");
+    let git_poll_ssh_ms = match &sshd {
+        Some(sshd) => {
+            let config = Followed::ssh(sshd, &remote).config(&remote, "poll-ssh");
+            Some(poll_cost(config, SSH_POLLS_PER_ROUND).await)
+        }
+        None => None,
+    };
+    eprintln!("   a poll of the remote over SSH: {git_poll_ssh_ms:.3?} ms CPU");
     let listing = listing_cost(&pve).await;
     eprintln!("   the guest listing: {listing:?}");
     Scale {
@@ -187,23 +218,28 @@ pub async fn run(n: u32, day_passes: u32) -> Scale {
         plan_fn_max_ms,
         day,
         git_day,
+        git_transport: followed.transport,
         git_poll_ms,
+        git_poll_ssh_ms,
         listing,
     }
 }
 
-/// The median, over `POLL_ROUNDS` batches of `POLLS_PER_ROUND` runs of `f`, of the CPU
-/// this thread spends per run, ms. The runtime is current-thread: a request's TLS and
-/// HTTP work is on this thread too.
-async fn median_cpu_ms<F: std::future::Future<Output = ()>>(mut f: impl FnMut() -> F) -> f64 {
+/// The median, over `POLL_ROUNDS` batches of `per_round` runs of `f`, of the CPU this
+/// thread spends per run, ms. The runtime is current-thread: a request's TLS and HTTP work
+/// is on this thread too.
+async fn median_cpu_ms<F: std::future::Future<Output = ()>>(
+    per_round: u32,
+    mut f: impl FnMut() -> F,
+) -> f64 {
     let mut per_run = Vec::with_capacity(POLL_ROUNDS);
     for _ in 0..POLL_ROUNDS {
         let before = crate::proc::thread_cpu();
-        for _ in 0..POLLS_PER_ROUND {
+        for _ in 0..per_round {
             f().await;
         }
         let cpu = crate::proc::thread_cpu() - before;
-        per_run.push(cpu.as_secs_f64() * 1000.0 / f64::from(POLLS_PER_ROUND));
+        per_run.push(cpu.as_secs_f64() * 1000.0 / f64::from(per_round));
     }
     per_run.sort_by(f64::total_cmp);
     per_run[per_run.len() / 2]
@@ -215,11 +251,11 @@ async fn listing_cost(pve: &FakePve) -> ListingCost {
         .cluster_resources_with(Some(ResourceType::Vm), |b| Ok(b.to_vec()))
         .await
         .expect("the guest listing");
-    let fetch_ms = median_cpu_ms(|| async {
+    let fetch_ms = median_cpu_ms(POLLS_PER_ROUND, || async {
         fetch_fingerprint(&client).await.expect("fingerprint");
     })
     .await;
-    let read_ms = median_cpu_ms(|| async {
+    let read_ms = median_cpu_ms(POLLS_PER_ROUND, || async {
         serde_json::from_slice::<serde::de::IgnoredAny>(&body).expect("JSON");
     })
     .await;
@@ -230,18 +266,62 @@ async fn listing_cost(pve: &FakePve) -> ListingCost {
     }
 }
 
-/// CPU of one `Source::poll` of `remote`'s unchanged branch (the median batch's), ms:
-/// what the daemon spends on git in a pass that asks the remote.
-async fn poll_cost(remote: &GitRemote) -> f64 {
-    let mut config = pve_gitops::source::SourceConfig::new(remote.url(), "main");
-    config.cache_root = remote.scratch("poll-cost");
+/// CPU of one `Source::poll` of an unchanged branch (the median batch's), ms: what the
+/// daemon spends on git in a pass that asks the remote.
+async fn poll_cost(config: SourceConfig, per_round: u32) -> f64 {
     let mut source = pve_gitops::source::Source::open(config).expect("source");
     source.poll().expect("first poll");
-    median_cpu_ms(|| {
+    median_cpu_ms(per_round, || {
         source.poll().expect("poll");
         std::future::ready(())
     })
     .await
+}
+
+/// The remote a git day follows, as the daemon's flags and as a [`SourceConfig`].
+pub struct Followed {
+    url: String,
+    /// The SSH deploy key and host-key pin.
+    ssh: Option<(std::path::PathBuf, String)>,
+    pub transport: &'static str,
+}
+
+impl Followed {
+    fn file(remote: &GitRemote) -> Self {
+        Followed {
+            url: remote.url(),
+            ssh: None,
+            transport: "file",
+        }
+    }
+
+    fn ssh(sshd: &Sshd, remote: &GitRemote) -> Self {
+        Followed {
+            url: sshd.url(&remote.bare),
+            ssh: Some((sshd.client_key.clone(), fingerprint(&sshd.host_key))),
+            transport: "ssh",
+        }
+    }
+
+    /// `--repo` and, over SSH, `--deploy-key` and `--host-key`.
+    fn args(&self, cmd: &mut Command) {
+        cmd.arg("--repo").arg(&self.url);
+        if let Some((key, pin)) = &self.ssh {
+            cmd.arg("--deploy-key").arg(key).arg("--host-key").arg(pin);
+        }
+    }
+
+    fn config(&self, remote: &GitRemote, cache: &str) -> SourceConfig {
+        let mut config = SourceConfig::new(self.url.clone(), "main");
+        config.cache_root = remote.scratch(cache);
+        if let Some((key, pin)) = &self.ssh {
+            config.credentials = Credentials::SshKey {
+                private_key: key.clone(),
+            };
+            config.host_keys = Some(HostKeyPins::parse(pin).expect("pin"));
+        }
+        config
+    }
 }
 
 /// Observe once, then time `plan` alone over the same desired and observed state.
@@ -279,7 +359,7 @@ async fn day(
     n: u32,
     passes: u64,
     resources_per_full: u64,
-    remote: Option<(&GitRemote, Duration)>,
+    remote: Option<(&Followed, Duration)>,
 ) -> Day {
     let vmlist = work.path(".vmlist");
     std::fs::write(&vmlist, r#"{"version": 1}"#).expect(".vmlist");
@@ -290,11 +370,13 @@ async fn day(
     cmd.arg("run");
     match remote {
         None => cmd.arg(work.manifests()),
-        Some((r, interval)) => cmd
-            .args(["--repo", &r.url(), "--cache"])
-            .arg(r.scratch("cache"))
-            .arg("--git-interval")
-            .arg(format!("{}ms", interval.as_millis())),
+        Some((r, interval)) => {
+            r.args(&mut cmd);
+            cmd.arg("--cache")
+                .arg(state.path().join("cache"))
+                .arg("--git-interval")
+                .arg(format!("{}ms", interval.as_millis()))
+        }
     };
     cmd.arg("--no-lease")
         .arg("--node")
