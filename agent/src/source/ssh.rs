@@ -35,8 +35,9 @@ const DEFAULT_USER: &str = "git";
 /// and a forgotten one does not fail at once: it hangs until the wait bound. The default
 /// `--git-interval` (1 min) stays well within this.
 const KEEP_IDLE: Duration = Duration::from_secs(120);
-/// The bound on starting a command on a kept session: one round trip on a live
-/// connection, so a kept session that does not answer quickly is given up for a new one.
+/// The bound on starting a command on a kept session (or the transport's, if shorter):
+/// one round trip on a live connection, so a kept session that does not answer quickly
+/// is given up for a new one.
 const REUSE_WAIT: Duration = Duration::from_secs(5);
 /// libssh2's code for a wait that ran out (`LIBSSH2_ERROR_TIMEOUT`).
 const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
@@ -91,7 +92,8 @@ impl SshRemote {
         let kept = self.kept.lock().expect("session lock").take();
         if let Some(Kept { session, used }) = kept {
             if used.elapsed() < KEEP_IDLE {
-                if let Ok(channel) = self.start_on(&session, service, REUSE_WAIT) {
+                let wait = REUSE_WAIT.min(timeout::bound());
+                if let Ok(channel) = self.start_on(&session, service, wait) {
                     self.keep(session);
                     return Ok(channel);
                 }
