@@ -515,12 +515,15 @@ fn scale_section(d: &mut String, s: &Scale) {
         "The same day following the manifests in a git repository {over}, status committed \
          to it, as every node runs: the remote asked for its head every \
          {:.0} ms, {:.1} idle passes of the day on the directory ({:.0} ms apart: the 10 ms \
-         interval and fakepve listing {n} guests), so that every {}th idle pass asks, as \
-         the defaults (`--interval` 15 s, `--git-interval` 1 min) give",
+         interval and fakepve listing {n} guests) counted from its last answer, so that \
+         every {}th idle pass asks, as the defaults (`--interval` 15 s, `--git-interval` 1 \
+         min) give; the passes that ask wait for the remote, so the resync is stretched as \
+         they are, to {:.0} ms",
         git.git_interval_ms.unwrap_or_default(),
         git.git_interval_ms.unwrap_or_default() / day.idle_period_ms.max(f64::MIN_POSITIVE),
         day.idle_period_ms,
         crate::scale::PASSES_PER_GIT_ASK,
+        git.resync_ms,
     );
     for (whose, day) in [
         ("The daemon's day on the manifests directory", day),
@@ -530,13 +533,16 @@ fn scale_section(d: &mut String, s: &Scale) {
             d,
             "\n{whose}: idle RSS {:.1} MiB at the start of the day, {:.1} MiB at its \
              end, {:.1} MiB at most; {:.3} ms CPU per idle pass ({:.2} requests each), {:.3} ms \
-             per pass with the resyncs included; {:.0} s of wall time.",
+             per pass with the resyncs included ({} full passes, 1 per {:.0} idle ones); \
+             {:.0} s of wall time.",
             day.rss_start_mib,
             day.rss_end_mib,
             day.peak_rss_mib,
             day.cpu_per_idle_ms,
             day.requests_per_idle,
             day.cpu_per_pass_ms,
+            day.full_passes,
+            day.idle_passes as f64 / day.full_passes.max(1) as f64,
             day.wall_s
         );
     }

@@ -88,6 +88,8 @@ pub struct Day {
     pub idle_period_ms: f64,
     /// How often the remote was asked for its head, when following git.
     pub git_interval_ms: Option<f64>,
+    /// `--resync` of the day, ms.
+    pub resync_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -168,14 +170,8 @@ pub async fn run(n: u32, day_passes: u32) -> Scale {
 
     let resources_per_full = drift_counters.endpoint(RESOURCES).max(1);
     let passes = u64::from(day_passes);
-    let day_of = |source| day(&pve, &work, n, passes, resources_per_full, source);
-    let day = day_of(None).await;
-    // An idle pass takes longer than `DAY_INTERVAL` (fakepve builds a listing of 1,000
-    // guests slowly): the remote's interval is set from the passes the day saw, half a
-    // pass short of `PASSES_PER_GIT_ASK` of them, so every that-many-th pass asks.
-    let git_interval = Duration::from_secs_f64(
-        day.idle_period_ms * (f64::from(PASSES_PER_GIT_ASK) - 0.5) / 1000.0,
-    );
+    let day_of = |source, resync| day(&pve, &work, n, passes, resources_per_full, source, resync);
+    let day = day_of(None, DAY_RESYNC).await;
     eprintln!("   day: {day:?}");
     let remote = GitRemote::new();
     let manifests = std::fs::read(work.manifests().join("set.yaml")).expect("manifests");
@@ -190,22 +186,37 @@ pub async fn run(n: u32, day_passes: u32) -> Scale {
             Followed::file(&remote)
         }
     };
-    let git_day = day_of(Some((&followed, git_interval))).await;
-    eprintln!("   day, from git over {}: {git_day:?}", followed.transport);
-    let git_poll_ms = poll_cost(
+    let git_poll = poll_cost(
         Followed::file(&remote).config(&remote, "poll-file"),
         POLLS_PER_ROUND,
     )
     .await;
-    eprintln!("   a poll of the remote over file://: {git_poll_ms:.3} ms CPU");
-    let git_poll_ssh_ms = match &sshd {
+    eprintln!("   a poll of the remote over file://: {git_poll:?}");
+    let git_poll_ssh = match &sshd {
         Some(sshd) => {
             let config = Followed::ssh(sshd, &remote).config(&remote, "poll-ssh");
             Some(poll_cost(config, SSH_POLLS_PER_ROUND).await)
         }
         None => None,
     };
-    eprintln!("   a poll of the remote over SSH: {git_poll_ssh_ms:.3?} ms CPU");
+    eprintln!("   a poll of the remote over SSH: {git_poll_ssh:?}");
+    // The day's pace following git. An idle pass takes longer than `DAY_INTERVAL`
+    // (fakepve builds a listing of 1,000 guests slowly), and one that asks the remote
+    // longer still (over SSH the server starts `git-upload-pack` for each ask). The
+    // interval, which runs from the remote's answer, is half a pass short of
+    // `PASSES_PER_GIT_ASK` passes of the directory's day, so every that-many-th pass asks;
+    // the resync is stretched as those passes are, so that full passes come as often
+    // against idle ones as on the directory.
+    let ask_wall_ms = git_poll_ssh.unwrap_or(git_poll).wall_ms;
+    let git_interval = Duration::from_secs_f64(
+        day.idle_period_ms * (f64::from(PASSES_PER_GIT_ASK) - 0.5) / 1000.0,
+    );
+    let stretch = 1.0 + ask_wall_ms / f64::from(PASSES_PER_GIT_ASK) / day.idle_period_ms;
+    let git_resync = DAY_RESYNC.mul_f64(stretch);
+    let git_day = day_of(Some((&followed, git_interval)), git_resync).await;
+    eprintln!("   day, from git over {}: {git_day:?}", followed.transport);
+    let git_poll_ms = git_poll.cpu_ms;
+    let git_poll_ssh_ms = git_poll_ssh.map(|p| p.cpu_ms);
     let listing = listing_cost(&pve).await;
     eprintln!("   the guest listing: {listing:?}");
     Scale {
@@ -266,16 +277,29 @@ async fn listing_cost(pve: &FakePve) -> ListingCost {
     }
 }
 
-/// CPU of one `Source::poll` of an unchanged branch (the median batch's), ms: what the
-/// daemon spends on git in a pass that asks the remote.
-async fn poll_cost(config: SourceConfig, per_round: u32) -> f64 {
+/// What one ask of a remote costs: CPU in process and wall time, ms.
+#[derive(Clone, Copy, Debug)]
+struct PollCost {
+    cpu_ms: f64,
+    wall_ms: f64,
+}
+
+/// One `Source::poll` of an unchanged branch: the CPU of the median batch, and the mean
+/// wall time. The CPU is what the daemon spends on git in a pass that asks the remote.
+async fn poll_cost(config: SourceConfig, per_round: u32) -> PollCost {
     let mut source = pve_gitops::source::Source::open(config).expect("source");
     source.poll().expect("first poll");
-    median_cpu_ms(per_round, || {
+    let (mut polls, started) = (0u32, Instant::now());
+    let cpu_ms = median_cpu_ms(per_round, || {
         source.poll().expect("poll");
+        polls += 1;
         std::future::ready(())
     })
-    .await
+    .await;
+    PollCost {
+        cpu_ms,
+        wall_ms: started.elapsed().as_secs_f64() * 1000.0 / f64::from(polls.max(1)),
+    }
 }
 
 /// The remote a git day follows, as the daemon's flags and as a [`SourceConfig`].
@@ -360,6 +384,7 @@ async fn day(
     passes: u64,
     resources_per_full: u64,
     remote: Option<(&Followed, Duration)>,
+    resync: Duration,
 ) -> Day {
     let vmlist = work.path(".vmlist");
     std::fs::write(&vmlist, r#"{"version": 1}"#).expect(".vmlist");
@@ -390,7 +415,7 @@ async fn day(
         .arg("--interval")
         .arg(format!("{}ms", DAY_INTERVAL.as_millis()))
         .arg("--resync")
-        .arg(format!("{}ms", DAY_RESYNC.as_millis()));
+        .arg(format!("{}ms", resync.as_millis()));
     work.connection(pve, &mut cmd);
     cmd.env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -476,6 +501,7 @@ async fn day(
         requests_per_idle: idle.requests as f64 / idle.passes.max(1) as f64,
         idle_period_ms: idle.wall.as_secs_f64() * 1000.0 / idle.passes.max(1) as f64,
         git_interval_ms: remote.map(|(_, i)| i.as_secs_f64() * 1000.0),
+        resync_ms: resync.as_secs_f64() * 1000.0,
     }
 }
 
