@@ -505,11 +505,11 @@ fn scale_section(d: &mut String, s: &Scale) {
         .max(day.peak_rss_mib)
         .max(git.peak_rss_mib);
     let over = match s.git_transport {
-        "ssh" => {
+        crate::scale::Transport::Ssh => {
             "over SSH with a deploy key and a pinned host key (`--repo ssh://…`, an \
-                  sshd on a loopback port)"
+             sshd on a loopback port)"
         }
-        _ => "over `file://` (sshd could not be installed here)",
+        crate::scale::Transport::File => "over `file://` (sshd could not be installed here)",
     };
     let following = format!(
         "The same day following the manifests in a git repository {over}, status committed \

@@ -106,9 +106,7 @@ pub struct Scale {
     pub day: Day,
     /// The same, following them in a git repository over [`Scale::git_transport`].
     pub git_day: Day,
-    /// `ssh` (a deploy key, as a node follows its remote) or `file` (where sshd could not
-    /// be installed).
-    pub git_transport: &'static str,
+    pub git_transport: Transport,
     /// CPU of one ask of a `file://` repository for its (unchanged) head, in process, ms.
     pub git_poll_ms: f64,
     /// The same over SSH, on the session kept from the last ask; `None` without sshd.
@@ -192,12 +190,12 @@ pub async fn run(n: u32, day_passes: u32) -> Scale {
     )
     .await;
     eprintln!("   a poll of the remote over file://: {git_poll:?}");
-    let git_poll_ssh = match &sshd {
-        Some(sshd) => {
-            let config = Followed::ssh(sshd, &remote).config(&remote, "poll-ssh");
+    let git_poll_ssh = match followed.transport {
+        Transport::Ssh => {
+            let config = followed.config(&remote, "poll-ssh");
             Some(poll_cost(config, SSH_POLLS_PER_ROUND).await)
         }
-        None => None,
+        Transport::File => None,
     };
     eprintln!("   a poll of the remote over SSH: {git_poll_ssh:?}");
     // The day's pace following git. An idle pass takes longer than `DAY_INTERVAL`
@@ -214,7 +212,10 @@ pub async fn run(n: u32, day_passes: u32) -> Scale {
     let stretch = 1.0 + ask_wall_ms / f64::from(PASSES_PER_GIT_ASK) / day.idle_period_ms;
     let git_resync = DAY_RESYNC.mul_f64(stretch);
     let git_day = day_of(Some((&followed, git_interval)), git_resync).await;
-    eprintln!("   day, from git over {}: {git_day:?}", followed.transport);
+    eprintln!(
+        "   day, from git over {:?}: {git_day:?}",
+        followed.transport
+    );
     let git_poll_ms = git_poll.cpu_ms;
     let git_poll_ssh_ms = git_poll_ssh.map(|p| p.cpu_ms);
     let listing = listing_cost(&pve).await;
@@ -302,12 +303,22 @@ async fn poll_cost(config: SourceConfig, per_round: u32) -> PollCost {
     }
 }
 
+/// How the git day reaches its remote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// A deploy key and a pinned host key, as a node follows its remote.
+    Ssh,
+    /// Only where sshd could not be installed.
+    File,
+}
+
 /// The remote a git day follows, as the daemon's flags and as a [`SourceConfig`].
 pub struct Followed {
     url: String,
     /// The SSH deploy key and host-key pin.
     ssh: Option<(std::path::PathBuf, String)>,
-    pub transport: &'static str,
+    transport: Transport,
 }
 
 impl Followed {
@@ -315,7 +326,7 @@ impl Followed {
         Followed {
             url: remote.url(),
             ssh: None,
-            transport: "file",
+            transport: Transport::File,
         }
     }
 
@@ -323,7 +334,7 @@ impl Followed {
         Followed {
             url: sshd.url(&remote.bare),
             ssh: Some((sshd.client_key.clone(), fingerprint(&sshd.host_key))),
-            transport: "ssh",
+            transport: Transport::Ssh,
         }
     }
 
